@@ -1,0 +1,19 @@
+"""The one exception type the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with what the user gave (recipe, flag, folder, file).
+
+    The message is one line that names the key or path, the value received and
+    what is allowed. The CLI prints it without a traceback and exits with 2.
+    """
+
+    exit_code = 2
+
+
+class ExportCheckFailed(Exception):
+    """An exported model disagreed with the Keras model beyond the threshold (exit 1)."""
+
+    exit_code = 1
