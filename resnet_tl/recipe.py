@@ -386,14 +386,50 @@ def build_recipe(raw: dict[str, Any], overrides: list[str] = (), source: str = "
         raise UserError(format_validation_error(e, source)) from None
 
 
-def load_recipe(name_or_path: str | None = None, overrides: list[str] = ()) -> Recipe:
-    """Load a recipe by path or shipped name, apply overrides, validate."""
+def load_recipe(name_or_path: str | None = None, overrides: list[str] = (), data_dir: str | None = None) -> Recipe:
+    """Load a recipe by path or shipped name, apply `--set` overrides and `--data`, validate."""
     path = resolve_recipe_path(name_or_path)
     raw = read_yaml(path)
-    raw.setdefault("name", path.stem if path.stem != "recipe" else raw.get("name", "recipe"))
-    return build_recipe(raw, list(overrides), source=str(path))
+    if "name" not in raw:
+        raw["name"] = path.stem
+    if data_dir is not None:
+        # Set directly, not through YAML parsing: a folder called 2024 stays a string.
+        raw = _merge(raw, {"data": {"dir": str(data_dir)}})
+    recipe = build_recipe(raw, list(overrides), source=str(path))
+    if data_dir is not None and recipe.data.dir != str(data_dir):
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"dir": str(data_dir)})})
+    return recipe
+
+
+# Sections that define what a checkpoint means; a resumed run may not change them.
+LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "train.batch_size", "train.seed", "train.class_weight")
+
+
+def locked_view(recipe: Recipe) -> dict[str, Any]:
+    """The parts of a recipe that a resumed run must keep unchanged."""
+    d = recipe.to_dict()
+    out = {}
+    for key in LOCKED_KEYS:
+        node: Any = d
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
 
 
 def dump_recipe(recipe: Recipe) -> str:
     """YAML text that `load_recipe` reads back into an equal recipe."""
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def recipe_summaries() -> list[dict[str, str]]:
+    """Name, path and one-line description (the file's opening comment) of each shipped recipe."""
+    rows = []
+    for name, path in shipped_recipes().items():
+        first = ""
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                first = line.lstrip("# ").strip()
+                break
+        rows.append({"name": name, "description": first, "path": str(path)})
+    return rows

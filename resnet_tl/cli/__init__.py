@@ -1,0 +1,28 @@
+"""The `resnet-tl` command line: mounts one module per command or group.
+
+Nothing here imports Keras or TensorFlow; each command imports the library
+when it runs, so `resnet-tl --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from resnet_tl.cli import data as data_cmd
+from resnet_tl.cli import recipes as recipes_cmd
+from resnet_tl.cli.train import train
+
+app = typer.Typer(
+    name="resnet-tl",
+    help="Fine-tune Keras ResNets on image folders from a YAML recipe; evaluate; export SavedModel and TFLite.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
+app.add_typer(recipes_cmd.app, name="recipes")
+app.add_typer(data_cmd.app, name="data")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,58 @@
+"""Rich progress bars fed by the trainer's progress events."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class TrainProgress:
+    """Callable progress sink: one bar per epoch (phase, epoch, images/s), a line per finished epoch."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]}[/] epoch {task.fields[epoch]}"),
+            BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+            console=console, transient=True, disable=not enabled,
+        )
+        self.task = None
+        self.t0 = time.time()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, ev: dict) -> None:
+        if not self.enabled:
+            return
+        kind = ev["event"]
+        if kind == "phase":
+            self.console.print(f"[bold]phase {ev['phase']}[/] {ev['name']}: trains {', '.join(ev['stages'])} for {ev['epochs']} epoch(s)", highlight=False)
+        elif kind == "batch":
+            if self.task is None or self.progress.tasks[self.task].fields.get("epoch") != ev["epoch"]:
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task("", total=ev["steps"], phase=ev["phase"], epoch=ev["epoch"], speed="", loss="")
+                self.t0 = time.time()
+            rate = ev["step"] * ev["batch_size"] / max(time.time() - self.t0, 1e-9)
+            self.progress.update(self.task, completed=ev["step"], speed=f"{rate:,.0f} img/s", loss=f"{ev['loss']:.4f}")
+        elif kind == "epoch":
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+                self.task = None
+            mark = " *" if ev.get("improved") else ""
+            self.console.print(
+                f"  epoch {ev['epoch']:>3} [{ev['phase']}] loss {ev['loss']:.4f} acc {ev['accuracy']:.4f} "
+                f"val_loss {ev['val_loss']:.4f} val_acc {ev['val_accuracy']:.4f} lr {ev['lr']:.3g} "
+                f"{ev['images_per_s']:,.0f} img/s {ev['seconds']:.1f}s{mark}", highlight=False,
+            )
+        elif kind == "early_stop":
+            self.console.print(f"  early stop in phase {ev['phase']} after epoch {ev['epoch']}", highlight=False)

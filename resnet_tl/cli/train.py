@@ -1,0 +1,70 @@
+"""`resnet-tl train`: parse flags, load the recipe, call `resnet_tl.train.train`, render."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+
+
+@cli_errors
+def train(
+    recipe: Annotated[Optional[str], typer.Argument(help="Recipe file or shipped recipe name (default: quickstart). See `resnet-tl recipes list`.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Image folder; overrides data.dir.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run folder name (default: recipe name + timestamp).")] = None,
+    out_dir: Annotated[str, typer.Option("--out", help="Where run folders go.")] = "runs",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: --set schedule.0.epochs=3 (repeatable).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run folder from its last checkpoint.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded schedule and exit without training.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    from resnet_tl.recipe import load_recipe
+    from resnet_tl.train import resume_recipe
+
+    if resume:
+        r = resume_recipe(resume, recipe, set_ or [], data)
+    else:
+        r = load_recipe(recipe, set_ or [], data_dir=data)
+    if dry_run:
+        from resnet_tl.train import plan
+
+        rows = plan(r)
+        emit_json(rows) if json_ else _render_plan(rows)
+        return
+    from resnet_tl.cli.progress import TrainProgress
+    from resnet_tl.train import train as run_training
+
+    with TrainProgress(err, enabled=not json_) as progress:
+        result = run_training(r, out=out_dir, name=name, resume=resume, progress=progress)
+    if json_:
+        emit_json(result.to_dict())
+    else:
+        _render_result(result)
+
+
+def _render_plan(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table("phase", "name", "epochs", "trains", "lr", "optimizer", "warmup", "decay", "lr decay/stage", "batchnorm", "features", title="schedule")
+    for r in rows:
+        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), f"{r['lr']:g}", r["optimizer"],
+                  f"{r['warmup_epochs']:g}", r["decay"], f"{r['lr_decay_per_stage']:g}", r["batchnorm"],
+                  "cached" if r["cached_features"] else "live")
+    out.print(t)
+
+
+def _render_result(result) -> None:
+    from rich.table import Table
+
+    m = result.metrics
+    t = Table("", "", title=f"run {result.run_dir}", show_header=False)
+    t.add_row("val accuracy", f"{m['accuracy']:.4f}")
+    t.add_row("val loss", f"{m['loss']:.4f}")
+    t.add_row("best epoch", f"{result.best_epoch} of {len(result.history)}")
+    t.add_row("train / val images", f"{m['n_train']} / {m['n_val']}")
+    t.add_row("precision, backend", f"{result.precision}, {result.backend}")
+    t.add_row("time", f"{result.seconds:.1f} s")
+    out.print(t)
+    out.print(f"run folder: {result.run_dir}", highlight=False)

@@ -1,0 +1,117 @@
+"""The classifier: raw RGB pixels -> backbone preprocessing -> backbone -> head.
+
+Preprocessing lives inside the model so exported models need none outside:
+every model resnet-tl writes takes float pixels 0..255, shape (B, S, S, 3),
+and returns class probabilities (B, classes) in float32.
+
+Layer layout of the classifier (names are what schedules and export rely on)::
+
+    image -> preprocess -> <backbone name> -> head_pool -> head
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from resnet_tl.kerasenv import keras_module
+
+keras = keras_module()
+from keras import layers, ops  # noqa: E402
+
+from resnet_tl.backbones import BACKBONES, build_backbone, stage_of  # noqa: E402
+from resnet_tl.recipe import HeadConfig, ModelConfig  # noqa: E402
+
+_IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+_IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="resnet_tl")
+class Preprocess(layers.Layer):
+    """A backbone's own input normalisation, from pixels 0..255 (B, H, W, 3) RGB.
+
+    modes: ``caffe`` (Keras ResNet v1: RGB->BGR, minus ImageNet mean),
+    ``tf`` (ResNet v2: to -1..1), ``torch`` (to 0..1, minus mean, over std).
+    Computes in float32 whatever the global precision policy.
+    """
+
+    def __init__(self, mode: str, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf", "torch"):
+            raise ValueError(f"Preprocess mode: received {mode!r}; allowed: caffe, tf, torch")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1)
+            return x - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype="float32")
+        mean = ops.convert_to_tensor(_IMAGENET_MEAN_RGB, dtype="float32") * 255.0
+        std = ops.convert_to_tensor(_IMAGENET_STD_RGB, dtype="float32") * 255.0
+        return (x - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def build_head(num_features: int, num_classes: int, cfg: HeadConfig) -> "keras.Model":
+    """Pooled features (B, num_features) -> probabilities (B, num_classes), float32 out.
+
+    A model of its own so a head-only phase can train it on cached features.
+    """
+    inputs = keras.Input((num_features,), name="features")
+    x = inputs
+    for i, units in enumerate(cfg.hidden):
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"head_dropout{i}")(x)
+        x = layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    x = layers.Dense(num_classes, name="head_logits")(x)
+    # Softmax in float32: under mixed precision float16 probabilities underflow.
+    outputs = layers.Activation("softmax", dtype="float32", name="head_probs")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_classifier(cfg: ModelConfig, num_classes: int, image_size: int) -> "keras.Model":
+    """Pixels (B, S, S, 3) float 0..255 -> class probabilities (B, num_classes)."""
+    spec = BACKBONES[cfg.backbone]
+    backbone = build_backbone(cfg.backbone, image_size, cfg.weights)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
+    x = backbone(x)
+    pool = layers.GlobalAveragePooling2D if cfg.head.pooling == "avg" else layers.GlobalMaxPooling2D
+    x = pool(name="head_pool")(x)
+    head = build_head(int(x.shape[-1]), num_classes, cfg.head)
+    return keras.Model(inputs, head(x), name="classifier")
+
+
+def parts(classifier: "keras.Model") -> tuple["keras.Model", "keras.Model"]:
+    """(backbone, head) sub-models of a classifier built by `build_classifier`."""
+    names = [layer.name for layer in classifier.layers]
+    backbone = next(layer for layer in classifier.layers if layer.name in BACKBONES)
+    head = classifier.get_layer("head")
+    assert "preprocess" in names
+    return backbone, head
+
+
+def feature_extractor(classifier: "keras.Model") -> "keras.Model":
+    """Pixels (B, S, S, 3) -> pooled features (B, C): the classifier minus its head."""
+    pooled = classifier.get_layer("head_pool").output
+    return keras.Model(classifier.input, pooled, name="features")
+
+
+def stage_layers(classifier: "keras.Model") -> Iterable[tuple[object, str]]:
+    """(layer, stage) for every leaf layer of the classifier; the head is stage 'head'."""
+    backbone, head = parts(classifier)
+    spec = BACKBONES[backbone.name]
+    for layer in backbone.layers:
+        yield layer, stage_of(layer.name, spec)
+    for layer in head.layers:
+        yield layer, "head"

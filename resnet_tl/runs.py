@@ -1,0 +1,112 @@
+"""Run folders: naming, creation without overwriting, status.json, paths.
+
+A run folder holds everything a person wants after training::
+
+    recipe.yaml   labels.txt   data_report.json   status.json
+    model.keras   history.csv  metrics.json       checkpoint/
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnet_tl.errors import UserError
+from resnet_tl.io import atomic_write_json
+
+STATUSES = ("running", "interrupted", "failed", "complete")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each artifact of a run lives."""
+
+    root: Path
+
+    @property
+    def recipe(self) -> Path: return self.root / "recipe.yaml"
+    @property
+    def labels(self) -> Path: return self.root / "labels.txt"
+    @property
+    def model(self) -> Path: return self.root / "model.keras"
+    @property
+    def history(self) -> Path: return self.root / "history.csv"
+    @property
+    def metrics(self) -> Path: return self.root / "metrics.json"
+    @property
+    def data_report(self) -> Path: return self.root / "data_report.json"
+    @property
+    def status(self) -> Path: return self.root / "status.json"
+    @property
+    def checkpoint_dir(self) -> Path: return self.root / "checkpoint"
+    @property
+    def checkpoint(self) -> Path: return self.checkpoint_dir / "last.npz"
+    @property
+    def best_weights(self) -> Path: return self.checkpoint_dir / "best.npz"
+    @property
+    def plots(self) -> Path: return self.root / "plots"
+    @property
+    def export_dir(self) -> Path: return self.root / "export"
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def default_run_name(recipe_name: str) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{recipe_name}-{stamp}"
+
+
+def create_run_dir(out: str | Path, name: str) -> RunPaths:
+    """Make `out/name`, refusing names that escape `out` and existing folders."""
+    if not _SAFE_NAME.match(name):
+        raise UserError(f"--name: received {name!r}; allowed: letters, digits, '.', '_' and '-' (no path separators), starting with a letter or digit")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}': exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out '{out}': cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out '{out}': not writable")
+    root = out / name
+    try:
+        root.mkdir()
+    except FileExistsError:
+        raise UserError(f"run folder '{root}' already exists; choose another --name, or resume it with --resume {root}") from None
+    except OSError as e:
+        raise UserError(f"run folder '{root}': cannot create it ({e.strerror})") from None
+    return RunPaths(root)
+
+
+def read_status(paths: RunPaths) -> dict:
+    try:
+        return json.loads(paths.status.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(paths: RunPaths, status: str, **extra) -> None:
+    """Record running / interrupted / failed / complete with timestamps."""
+    assert status in STATUSES
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    old = read_status(paths)
+    doc = {"status": status, "started": old.get("started", now), "updated": now, **extra}
+    if status == "complete":
+        doc["finished"] = now
+    atomic_write_json(paths.status, doc)
+
+
+def open_run(run: str | Path) -> RunPaths:
+    """An existing run folder (for resume, evaluate, export)."""
+    root = Path(run)
+    if not root.is_dir():
+        raise UserError(f"run folder '{run}' not found")
+    if not (root / "recipe.yaml").is_file():
+        raise UserError(f"'{run}' is not a resnet-tl run folder (no recipe.yaml)")
+    return RunPaths(root)

@@ -1,0 +1,216 @@
+"""Freeze/unfreeze schedules: phase expansion, stage selection, freezing,
+per-stage learning rates and the learning-rate curve of a phase.
+
+Stages are named as Keras names them: ``stem``, ``conv2`` .. ``conv5`` (CIFAR
+ResNets stop at ``conv4``), then ``head``. Depth below the head counts from
+the head: head = 0, the last backbone stage = 1, ... stem = len(stages).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from resnet_tl.errors import UserError
+from resnet_tl.recipe import GradualPhase, PhaseConfig, Recipe
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A resolved phase: an expanded schedule entry with its stage set."""
+
+    index: int
+    name: str
+    config: PhaseConfig
+    stages: tuple[str, ...]  # stages that train, bottom to top
+
+    @property
+    def head_only(self) -> bool:
+        return self.stages == ("head",)
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Head-only phases train on cached backbone features unless turned off."""
+        return self.head_only and self.config.cache_features is not False
+
+
+def all_stages(backbone_stages: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(backbone_stages) + ("head",)
+
+
+def _expand_gradual(g, stages: tuple[str, ...], where: str) -> list[PhaseConfig]:
+    full = all_stages(stages)
+    for key in ("start", "stop"):
+        value = getattr(g, key)
+        if value not in stages:
+            raise UserError(f"{where}.gradual.{key}: received {value!r}; allowed: {', '.join(stages)}")
+    i_start, i_stop = full.index(g.start), full.index(g.stop)
+    if i_stop > i_start:
+        raise UserError(f"{where}.gradual: stop {g.stop!r} is above start {g.start!r}; unfreezing goes downwards (e.g. start: conv5, stop: conv2)")
+    phases = []
+    common = dict(optimizer=g.optimizer, decay=g.decay, batchnorm=g.batchnorm)
+    if g.head_epochs:
+        phases.append(PhaseConfig(name="head", epochs=g.head_epochs, train="head", lr=g.head_lr, **common))
+    for i in range(i_start, i_stop - 1, -1):
+        phases.append(PhaseConfig(
+            name=f"from_{full[i]}", epochs=g.epochs_per_stage, **{"from": full[i]}, lr=g.lr,
+            lr_decay_per_stage=g.lr_decay_per_stage, **common,
+        ))
+    return phases
+
+
+def select_stages(phase: PhaseConfig, stages: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """Stages that train in `phase`, in bottom-to-top order."""
+    full = all_stages(stages)
+    if phase.from_ is not None:
+        if phase.from_ not in full:
+            raise UserError(f"{where}.from: received {phase.from_!r}; allowed: {', '.join(full)}")
+        return full[full.index(phase.from_):]
+    if phase.train is None or phase.train == "all":
+        return full
+    if phase.train == "head":
+        return ("head",)
+    unknown = [s for s in phase.train if s not in full]
+    if unknown:
+        raise UserError(f"{where}.train: received {unknown[0]!r}; allowed: head, all, or a list of {', '.join(full)}")
+    if not phase.train:
+        raise UserError(f"{where}.train: received an empty list; allowed: head, all, or a list of {', '.join(full)}")
+    return tuple(s for s in full if s in phase.train)
+
+
+def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
+    """The recipe's schedule with `gradual` shorthands expanded and stages resolved."""
+    out: list[Phase] = []
+    for i, item in enumerate(recipe.schedule):
+        where = f"schedule.{i}"
+        configs = _expand_gradual(item.gradual, stages, where) if isinstance(item, GradualPhase) else [item]
+        for cfg in configs:
+            idx = len(out)
+            out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, select_stages(cfg, stages, where)))
+    return out
+
+
+def apply_freezing(classifier, phase: Phase) -> None:
+    """Set `trainable` on every layer for `phase`.
+
+    Frozen BatchNorm runs in inference mode: Keras 3 uses the moving statistics
+    (and leaves them untouched) whenever a BatchNormalization layer has
+    trainable=False, so 'frozen' means exactly that.
+    """
+    from resnet_tl.model import stage_layers
+
+    keras = __import__("keras")
+    classifier.trainable = True  # containers must be trainable for their leaves to count
+    for layer, stage in stage_layers(classifier):
+        trains = stage in phase.stages
+        if isinstance(layer, keras.layers.BatchNormalization) and phase.config.batchnorm == "frozen":
+            trains = False
+        layer.trainable = trains
+
+
+def lr_multipliers(classifier, phase: Phase, stages: tuple[str, ...]) -> dict[str, float]:
+    """variable.path -> factor^depth for layer-wise lr decay (only factors != 1)."""
+    from resnet_tl.model import stage_layers
+
+    factor = phase.config.lr_decay_per_stage
+    if factor == 1.0:
+        return {}
+    full = all_stages(stages)
+    depth = {s: len(full) - 1 - i for i, s in enumerate(full)}
+    out = {}
+    for layer, stage in stage_layers(classifier):
+        for v in layer.trainable_weights:
+            m = factor ** depth[stage]
+            if m != 1.0:
+                out[v.path] = m
+    return out
+
+
+def lr_at(step: float, steps_per_epoch: int, cfg: PhaseConfig) -> float:
+    """Learning rate after `step` optimizer steps of this phase (pure Python)."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if warm > 0 and step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.decay == "constant":
+        return cfg.lr
+    t = min(1.0, (step - warm) / max(1.0, total - warm))
+    if cfg.decay == "linear":
+        return cfg.lr * (1.0 - t)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
+    """A Keras LearningRateSchedule mirroring `lr_at`, in keras.ops (any backend)."""
+    keras = __import__("keras")
+    from keras import ops
+
+    class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = ops.cast(step, "float32")
+            total = float(max(1, cfg.epochs * steps_per_epoch))
+            warm = float(cfg.warmup_epochs * steps_per_epoch)
+            if cfg.decay == "constant":
+                decayed = ops.convert_to_tensor(cfg.lr, "float32")
+            else:
+                t = ops.clip((step - warm) / max(1.0, total - warm), 0.0, 1.0)
+                if cfg.decay == "linear":
+                    decayed = cfg.lr * (1.0 - t)
+                else:
+                    decayed = cfg.lr * 0.5 * (1.0 + ops.cos(math.pi * t))
+            if warm <= 0:
+                return decayed
+            return ops.where(step < warm, cfg.lr * (step + 1.0) / warm, decayed)
+
+        def get_config(self):
+            return {}
+
+    return PhaseSchedule()
+
+
+_OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+
+
+def make_optimizer(cfg: PhaseConfig, steps_per_epoch: int, multipliers: dict[str, float]):
+    """The phase's optimizer; per-variable lr multipliers scale each update.
+
+    Keras optimizers take one learning rate; every optimizer routes each
+    variable's update through `update_step(grad, var, lr)` on every backend,
+    so scaling `lr` there gives layer-wise rates without a second optimizer.
+    Decoupled weight decay keeps the base rate.
+    """
+    keras = __import__("keras")
+    base = getattr(keras.optimizers, _OPTIMIZERS[cfg.optimizer])
+    kwargs = {"learning_rate": make_lr_schedule(cfg, steps_per_epoch)}
+    if cfg.optimizer == "sgd":
+        kwargs["momentum"] = cfg.momentum
+    if cfg.optimizer in ("adamw", "sgd") and cfg.weight_decay:
+        kwargs["weight_decay"] = cfg.weight_decay
+    elif cfg.optimizer == "adamw":
+        kwargs["weight_decay"] = 0.0
+
+    class StageScaled(base):
+        def update_step(self, gradient, variable, learning_rate):
+            m = multipliers.get(variable.path)
+            if m is not None:
+                learning_rate = learning_rate * m
+            return super().update_step(gradient, variable, learning_rate)
+
+    StageScaled.__name__ = f"StageScaled{base.__name__}"
+    return StageScaled(**kwargs)
+
+
+def describe(phases: list[Phase], steps_per_epoch: int | None = None) -> list[dict]:
+    """Plain rows for `train --dry-run`: what each phase trains, how long, at what lr."""
+    rows = []
+    start = 1
+    for p in phases:
+        c = p.config
+        rows.append({
+            "phase": p.index, "name": p.name, "epochs": f"{start}-{start + c.epochs - 1}",
+            "n_epochs": c.epochs, "stages": list(p.stages), "lr": c.lr, "optimizer": c.optimizer,
+            "warmup_epochs": c.warmup_epochs, "decay": c.decay, "lr_decay_per_stage": c.lr_decay_per_stage,
+            "batchnorm": c.batchnorm, "cached_features": p.uses_feature_cache,
+        })
+        start += c.epochs
+    return rows
