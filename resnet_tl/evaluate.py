@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def inference_batches(x, batch_size: int):
+    """Consecutive float32 batches of `x` (a uint8 memmap or any array), in order."""
+    for i in range(0, len(x), batch_size):
+        yield np.asarray(x[i:i + batch_size], dtype=np.float32)
+
+
 def predict_probs(model, x, batch_size: int) -> np.ndarray:
     """Class probabilities (N, classes) float32 for uint8 or float pixels (N, S, S, 3)."""
-    from resnet_tl.data.batches import iterate_inference
-
-    out = [np.asarray(model(xb, training=False), dtype="float32") for xb in iterate_inference(x, batch_size)]
+    out = [np.asarray(model(xb, training=False), dtype="float32") for xb in inference_batches(x, batch_size)]
     n_classes = model.output_shape[-1]
     return np.concatenate(out) if out else np.zeros((0, n_classes), "float32")
 

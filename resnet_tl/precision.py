@@ -76,7 +76,9 @@ def resolve_precision(requested: str, devices: list[Device]) -> str:
 
 def configure(cfg: TrainConfig) -> Setup:
     """Set the global dtype policy for `cfg.precision`; resolve jit_compile."""
-    import keras
+    from resnet_tl.kerasenv import keras_module
+
+    keras = keras_module()
 
     backend = keras.backend.backend()
     devices = list_devices(backend)

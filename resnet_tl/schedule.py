@@ -191,7 +191,10 @@ def make_optimizer(cfg: PhaseConfig, steps_per_epoch: int, multipliers: dict[str
 
     class StageScaled(base):
         def update_step(self, gradient, variable, learning_rate):
-            m = multipliers.get(variable.path)
+            # Backends hand over their own variable type (a tf.Variable under
+            # TF); the optimizer's index maps it back to the Keras variable.
+            keras_var = self._trainable_variables[self._get_variable_index(variable)]
+            m = multipliers.get(keras_var.path)
             if m is not None:
                 learning_rate = learning_rate * m
             return super().update_step(gradient, variable, learning_rate)

@@ -66,13 +66,40 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- batches
-def _make_batches(x, y, n_classes, batch_size, seed, phase_index, shuffle, sample_weight=None, mix=None):
+def _make_batches(x, y, n_classes, batch_size, seed, shuffle, class_weight=None, mix=None):
+    """A Keras PyDataset of (pixels or features float32, one-hot labels[, sample weights]).
+
+    Labels are one-hot so label smoothing, mixup and cutmix share one loss.
+    """
+    import keras
+
     from resnet_tl.data.batches import ArrayBatches
 
-    return ArrayBatches(
-        x, y, n_classes=n_classes, batch_size=batch_size, seed=seed, stream=phase_index,
-        shuffle=shuffle, sample_weight=sample_weight, mix=mix,
+    mix = mix or {}
+    batches = ArrayBatches(
+        x, y, batch_size, shuffle=shuffle, seed=seed, class_weight=class_weight,
+        mixup=mix.get("mixup", 0.0), cutmix=mix.get("cutmix", 0.0), num_classes=n_classes,
     )
+    eye = np.eye(n_classes, dtype=np.float32)
+
+    class OneHot(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, i):
+            item = batches[i]
+            yb = item[1]
+            if yb.ndim == 1:
+                yb = eye[yb]
+            return (item[0], yb, *item[2:])
+
+        def set_epoch(self, epoch):
+            batches.set_epoch(epoch)
+
+    return OneHot()
 
 
 # ------------------------------------------------------------- checkpoints
@@ -185,9 +212,11 @@ def train(
     setup = precision_mod.configure(recipe.train)
     keras = __import__("keras")
 
-    from resnet_tl.data import load_dataset
+    if dataset is None:
+        from resnet_tl.data import load_dataset
 
-    ds = dataset if dataset is not None else load_dataset(recipe.data)
+        dataset = load_dataset(recipe.data)
+    ds = dataset
     classes = list(ds.classes)
     n_classes = len(classes)
 
@@ -285,8 +314,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
         if start_epoch_in_phase >= phases[start_phase].config.epochs:
             start_phase, start_epoch_in_phase = start_phase + 1, 0
 
-    weights = make_class_weights(ds.y_train, classes, tc.class_weight)
-    sample_weight = None if weights is None else weights[ds.y_train]
+    class_weight = make_class_weights(ds.y_train, classes, tc.class_weight)
     mix = None
     if dc.augment.mixup or dc.augment.cutmix:
         mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix}
@@ -308,14 +336,15 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
                 _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None, v)
                 for v in range(cfg.feature_cache_views)
             ]
-            fit_model = head
+            feat_in = keras.Input(head.input_shape[1:], name="features")
+            fit_model = keras.Model(feat_in, head(feat_in), name="head_trainer")
         else:
+            # Always a wrapper: the classifier itself is never compiled, so
+            # model.keras carries no optimizer and loads anywhere.
             with setup.scope():
-                if augmenter is not None:
-                    inputs = keras.Input((dc.image_size, dc.image_size, 3), name="image")
-                    fit_model = keras.Model(inputs, classifier(augmenter(inputs)), name="trainer")
-                else:
-                    fit_model = classifier
+                inputs = keras.Input((dc.image_size, dc.image_size, 3), name="image")
+                x = augmenter(inputs) if augmenter is not None else inputs
+                fit_model = keras.Model(inputs, classifier(x), name="trainer")
         steps = math.ceil(len(ds.y_train) / tc.batch_size)
         with setup.scope():
             optimizer = make_optimizer(cfg, steps, lr_multipliers(classifier, phase, spec.stages))
@@ -338,9 +367,10 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
                 x_va = feats_val
             else:
                 x_tr, x_va = ds.x_train, ds.x_val
-            batches = _make_batches(x_tr, ds.y_train, n_classes, tc.batch_size, tc.seed, phase.index, True, sample_weight, mix)
+            # A seed per phase: each phase sees its own sequence of epoch orders.
+            batches = _make_batches(x_tr, ds.y_train, n_classes, tc.batch_size, tc.seed + 7919 * phase.index, True, class_weight, mix)
             batches.set_epoch(e)
-            val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, 0, False)
+            val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, False)
             cb = _EpochNotifier(notify, phase, epochs_done + 1, len(batches), tc.batch_size)
             h = fit_model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb])
             logs = {k: float(v[-1]) for k, v in h.history.items()}
@@ -389,10 +419,10 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
 
 def _features(extractor, x, batch_size, augmenter, view: int) -> np.ndarray:
     """Pooled backbone features (N, C) float32, optionally of one augmented view."""
-    from resnet_tl.data.batches import iterate_inference
+    from resnet_tl.evaluate import inference_batches
 
     out = []
-    for xb in iterate_inference(x, batch_size):
+    for xb in inference_batches(x, batch_size):
         if augmenter is not None:
             xb = augmenter(xb, training=True)
         out.append(np.asarray(extractor(xb, training=False), dtype="float32"))

@@ -1,0 +1,194 @@
+"""The staged trainer: learning, run folder, freezing, BatchNorm policy,
+per-stage learning rates and the cached-feature head phase."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from helpers import bars_dataset, tiny_recipe
+
+from resnet_tl.train import train
+
+
+def _weights_by_stage(classifier):
+    from resnet_tl.model import stage_layers
+
+    out = {}
+    for layer, stage in stage_layers(classifier):
+        for v in layer.weights:
+            out[v.path] = (stage, np.array(v.numpy()))
+    return out
+
+
+def test_training_lowers_loss_and_writes_the_run_folder(tmp_path):
+    ds = bars_dataset()
+    recipe = tiny_recipe([{"name": "all", "epochs": 4, "train": "all", "lr": 3e-3, "batchnorm": "train"}])
+    result = train(recipe, out=tmp_path, name="run1", dataset=ds)
+    run = tmp_path / "run1"
+    assert result.run_dir == run
+    for name in ("recipe.yaml", "labels.txt", "model.keras", "history.csv", "metrics.json", "status.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert list(rows[0]) == ["phase", "epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert (run / "labels.txt").read_text().split() == ds.classes
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_train"] == len(ds.y_train) and metrics["n_val"] == len(ds.y_val)
+    assert set(metrics["per_class_accuracy"]) == set(ds.classes)
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    # The stored recipe reproduces the run's configuration.
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["model"]["backbone"] == "resnet20"
+    # The saved model is the best epoch's, and loads in safe mode.
+    import keras
+
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    best = max(float(r["val_accuracy"]) for r in rows)
+    probs = np.asarray(model.predict(ds.x_val.astype("float32"), verbose=0))
+    assert np.mean(probs.argmax(1) == ds.y_val) == pytest.approx(best, abs=1e-6)
+
+
+def test_existing_run_folder_is_never_reused(tmp_path):
+    from resnet_tl.errors import UserError
+
+    ds = bars_dataset(n_per_class=4, n_val_per_class=2)
+    recipe = tiny_recipe([{"epochs": 1, "train": "head"}])
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="already exists"):
+        train(recipe, out=tmp_path, name="taken", dataset=ds)
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "keep me"
+    with pytest.raises(UserError, match="--name"):
+        train(recipe, out=tmp_path, name="../escape", dataset=ds)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_head_only_phase_keeps_backbone_bit_for_bit(tmp_path, cache, monkeypatch):
+    import keras
+
+    from resnet_tl import train as train_mod
+
+    captured = {}
+    original = train_mod._finish
+
+    def spy(recipe, paths, ds, classifier, *a, **k):
+        captured["after"] = _weights_by_stage(classifier)
+        return original(recipe, paths, ds, classifier, *a, **k)
+
+    monkeypatch.setattr(train_mod, "_finish", spy)
+    ds = bars_dataset(n_per_class=8, n_val_per_class=4)
+    recipe = tiny_recipe([{"epochs": 2, "train": "head", "lr": 1e-2, "cache_features": cache}])
+    keras.utils.set_random_seed(recipe.train.seed)
+    from resnet_tl.model import build_classifier
+
+    before = _weights_by_stage(build_classifier(recipe.model, 2, 16))
+    train(recipe, out=tmp_path, name="r", dataset=ds)
+    after = captured["after"]
+    # Same seed, same build: variable paths and initial values line up.
+    changed = {stage for path, (stage, value) in after.items() if not np.array_equal(value, before[path][1])}
+    assert changed == {"head"}
+
+
+def test_batchnorm_frozen_keeps_statistics_and_train_changes_them(tmp_path):
+    import keras
+
+    from resnet_tl.model import build_classifier, parts
+    from resnet_tl.recipe import PhaseConfig
+    from resnet_tl.schedule import Phase, apply_freezing
+
+    ds = bars_dataset(n_per_class=8, n_val_per_class=2)
+    recipe = tiny_recipe([{"epochs": 1}])
+    x = ds.x_train.astype("float32")
+    y = keras.utils.to_categorical(ds.y_train, 2)
+    for policy, expect_change in (("frozen", False), ("train", True)):
+        keras.utils.set_random_seed(0)
+        clf = build_classifier(recipe.model, 2, 16)
+        backbone, _ = parts(clf)
+        bn = backbone.get_layer("conv4_block1_1_bn")
+        stats = [np.array(bn.moving_mean.numpy()), np.array(bn.moving_variance.numpy())]
+        gamma = np.array(bn.gamma.numpy())
+        stages = ("stem", "conv2", "conv3", "conv4", "head")
+        apply_freezing(clf, Phase(0, "p", PhaseConfig(train="all", batchnorm=policy), stages))
+        clf.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+        clf.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        moved = not (np.array_equal(stats[0], bn.moving_mean.numpy()) and np.array_equal(stats[1], bn.moving_variance.numpy()))
+        assert moved == expect_change, policy
+        assert (not np.array_equal(gamma, bn.gamma.numpy())) == expect_change
+        # Convolutions train under both policies.
+        assert backbone.get_layer("conv4_block1_1_conv").trainable
+
+
+def test_per_stage_learning_rates_scale_the_actual_updates():
+    import keras
+
+    from resnet_tl.model import build_classifier, stage_layers
+    from resnet_tl.recipe import PhaseConfig
+    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_optimizer
+
+    ds = bars_dataset(n_per_class=4, n_val_per_class=1)
+    recipe = tiny_recipe([{"epochs": 1}])
+    x = ds.x_train.astype("float32")
+    y = keras.utils.to_categorical(ds.y_train, 2)
+    stages = ("stem", "conv2", "conv3", "conv4")
+    deltas = {}
+    for factor in (1.0, 0.5):
+        keras.utils.set_random_seed(0)
+        clf = build_classifier(recipe.model, 2, 16)
+        cfg = PhaseConfig(train="all", optimizer="sgd", momentum=0.0, lr=0.05, lr_decay_per_stage=factor)
+        phase = Phase(0, "p", cfg, stages + ("head",))
+        apply_freezing(clf, phase)
+        start = {v.path: np.array(v.numpy()) for v in clf.trainable_variables}
+        clf.compile(optimizer=make_optimizer(cfg, 1, lr_multipliers(clf, phase, stages)), loss="categorical_crossentropy")
+        clf.train_on_batch(x, y)
+        stage_of_var = {v.path: s for layer, s in stage_layers(clf) for v in layer.trainable_weights}
+        deltas[factor] = {p: (stage_of_var[p], np.array(v.numpy()) - start[p]) for p, v in ((v.path, v) for v in clf.trainable_variables)}
+    depth = {"head": 0, "conv4": 1, "conv3": 2, "conv2": 3, "stem": 4}
+    checked = set()
+    for path, (stage, d_full) in deltas[1.0].items():
+        d_half = deltas[0.5][path][1]
+        if np.abs(d_full).max() < 1e-7:
+            continue
+        np.testing.assert_allclose(d_half, d_full * 0.5 ** depth[stage], rtol=2e-3, atol=1e-7)
+        checked.add(stage)
+    assert checked == set(depth)
+
+
+def test_cached_and_live_head_training_agree(tmp_path, monkeypatch):
+    from resnet_tl import train as train_mod
+
+    heads = {}
+    original = train_mod._finish
+
+    for cache in (True, False):
+        def spy(recipe, paths, ds, classifier, *a, _cache=cache, **k):
+            heads[_cache] = [np.array(v.numpy()) for v in classifier.get_layer("head").weights]
+            return original(recipe, paths, ds, classifier, *a, **k)
+
+        monkeypatch.setattr(train_mod, "_finish", spy)
+        ds = bars_dataset(n_per_class=8, n_val_per_class=4)
+        recipe = tiny_recipe([{"epochs": 3, "train": "head", "lr": 1e-2, "cache_features": cache}])
+        train(recipe, out=tmp_path, name=f"c{cache}", dataset=ds)
+    for a, b in zip(heads[True], heads[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_from_a_file_load_into_the_classifier(tmp_path):
+    import keras
+
+    from resnet_tl.backbones import build_backbone
+    from resnet_tl.model import build_classifier, parts
+    from resnet_tl.recipe import build_recipe
+
+    keras.utils.set_random_seed(3)
+    saved = build_backbone("resnet20", 16)
+    path = tmp_path / "b.weights.h5"
+    saved.save_weights(path)
+    recipe = build_recipe({"model": {"backbone": "resnet20", "weights": str(path)}})
+    clf = build_classifier(recipe.model, 2, 16)
+    backbone, _ = parts(clf)
+    for a, b in zip(saved.weights, backbone.weights):
+        assert np.array_equal(a.numpy(), b.numpy())
