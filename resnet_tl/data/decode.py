@@ -96,9 +96,9 @@ def _decode(data: bytes, image_size: int) -> Decoded:
             raise DecodeError("not_an_image", "Pillow cannot identify the format") from None
         except Image.DecompressionBombError as e:
             raise DecodeError("unsupported_format", str(e)) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            # Pillow's header parsers raise these for headers that lie about themselves.
-            raise DecodeError("truncated", f"bad header: {e}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
+            # A plugin recognised the file, then gave up on its header.
+            raise DecodeError(_load_failure(e), f"header: {e}") from None
         fmt = img.format or "?"
         with img:
             mode = img.mode
@@ -123,10 +123,7 @@ def _load_rgb(img: Image.Image, image_size: int) -> tuple[Image.Image, tuple[int
     except Image.DecompressionBombError as e:
         raise DecodeError("unsupported_format", str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as e:
-        msg = str(e)
-        if "decoder" in msg and "not available" in msg:
-            raise DecodeError("unsupported_format", msg) from None
-        raise DecodeError("truncated", msg) from None
+        raise DecodeError(_load_failure(e), str(e)) from None
     try:
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
@@ -136,6 +133,14 @@ def _load_rgb(img: Image.Image, image_size: int) -> tuple[Image.Image, tuple[int
     except Exception as e:  # Pillow raises ValueError/NotImplementedError/KeyError for unknown conversions
         raise DecodeError("unsupported_format", f"cannot convert mode {img.mode} to RGB ({e})") from None
     return rgb, oriented
+
+
+def _load_failure(e: Exception) -> str:
+    """Pillow signals "valid but not supported" only in its messages (e.g. BMP compression 4)."""
+    msg = str(e).lower()
+    if any(k in msg for k in ("unsupported", "not supported", "not available", "unknown", "not implemented")):
+        return "unsupported_format"
+    return "truncated"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
