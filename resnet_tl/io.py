@@ -1,9 +1,4 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half.
-
-Each write goes to a temporary file in the destination's folder, is flushed
-and fsync'ed, then renamed over the destination with os.replace (atomic on
-POSIX and Windows within one filesystem).
-"""
+"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -15,37 +10,84 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target: os.replace is only atomic within one filesystem.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes 0600 files; give the result the mode a plain open() would.
+        os.chmod(tmp, _mode_of(path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`.
-
-    For writers that need a file name (Keras's `model.save`, TFLite bytes...).
-    `suffix` defaults to the destination's own suffix, which some writers
-    check (Keras insists on '.keras').
-    """
+    """Yield a temporary path beside `path` for writers that need a file name
+    (Keras's `model.save`, converters); on success it is fsync'ed and renamed
+    over `path`, on failure removed. `suffix` defaults to the destination's
+    own, which some writers check (Keras insists on '.keras')."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _fsync_file(tmp_path)
+        os.chmod(tmp_path, _mode_of(path))
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _fsync_dir(path.parent)
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text; see `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> None:
+    """JSON (ASCII-escaped, so odd file names survive); see `atomic_write_bytes`."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=True) + "\n")
+
+
+def _mode_of(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform.
+    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
+    if os.name != "posix":
+        return
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -56,17 +98,3 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

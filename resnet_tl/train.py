@@ -253,8 +253,10 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, dict | N
         paths = create_run_dir(out, name or default_run_name(recipe.name))
         atomic_write_text(paths.recipe, dump_recipe(recipe))
         atomic_write_text(paths.labels, "\n".join(ds.classes) + "\n")
-        if getattr(ds, "report", None) is not None:
-            atomic_write_json(paths.data_report, ds.report)
+        if getattr(ds, "scan", None) is not None:
+            from resnet_tl.data.report import data_report
+
+            atomic_write_json(paths.data_report, data_report(ds.scan, recipe.data))
         write_status(paths, "running", locked=locked_view(recipe))
         return paths, None
     paths = open_run(resume)

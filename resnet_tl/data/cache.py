@@ -1,0 +1,420 @@
+"""Decode once: decoded, resized images on disk, memory-mapped for reading.
+
+Layout, one folder per dataset root (never inside the dataset)::
+
+    <cache_dir>/datasets/<name>-<sha1 of root path>/
+        lock            held by the process that writes (scan or materialize)
+        files.json      what each file was last time: size, mtime_ns, sha1, facts or skip reason
+        64px/index.json rows file name, committed row count, relpath -> [sha1, row]
+        64px/rows-N.u8  raw uint8 rows of 64*64*3 bytes, append-only
+
+A file is looked up by (relative path, size, mtime_ns); a changed file is
+re-hashed, and only re-decoded when its content (sha1) is new. Rows past the
+committed count are garbage from an interrupted run and are overwritten.
+Every index is replaced atomically after the rows it names are on disk, so a
+crash at any point leaves the previous, valid cache. Materializing writes the
+rows of train, val and test contiguously so each split is a plain memmap slice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import numpy as np
+
+from resnet_tl.data.decode import DecodeError, decode_with_facts, read_bytes
+from resnet_tl.errors import UserError
+from resnet_tl.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from resnet_tl.data.scan import Scan
+
+CACHE_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/resnet-tl, ~/.cache/resnet-tl, or %LOCALAPPDATA%/resnet-tl on Windows."""
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "resnet-tl"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "resnet-tl"
+
+
+def dataset_cache_dir(root: Path, cache_dir: str | None) -> Path:
+    """The cache folder of one dataset root; refuses a cache inside the dataset."""
+    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    root = Path(root).resolve()
+    base_resolved = base.resolve()
+    if base_resolved == root or root in base_resolved.parents:
+        raise UserError(
+            f"data.cache_dir '{base}' is inside the image folder '{root}'; allowed: a folder outside it "
+            "(the dataset is never written to)"
+        )
+    key = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name)[:40] or "root"
+    return base / "datasets" / f"{name}-{key}"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock for writers; readers of committed rows need none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        if os.name == "posix":
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        else:  # pragma: no cover - Windows
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+
+
+# ------------------------------------------------------------------ facts
+@dataclass
+class Fact:
+    """What one file was when last read; valid while size and mtime_ns match."""
+
+    size: int
+    mtime_ns: int
+    sha1: str | None
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    reason: str | None = None  # a decode.REASONS entry (never too_small: that depends on the config)
+    detail: str = ""
+
+    def to_list(self) -> list:
+        return [self.size, self.mtime_ns, self.sha1, self.width, self.height, self.mode, self.format, self.reason, self.detail]
+
+    @classmethod
+    def from_list(cls, v: list) -> "Fact":
+        return cls(*v)
+
+
+@dataclass
+class Counters:
+    """What a load cost: files hashed and images decoded, rows reused or copied."""
+
+    hashed: int = 0
+    decoded: int = 0
+    reused: int = 0
+    copied: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"hashed": self.hashed, "decoded": self.decoded, "reused": self.reused, "copied": self.copied}
+
+
+class DecodeCache:
+    """The cache of one dataset root: file facts plus one RowStore per image size."""
+
+    def __init__(self, root: str | Path, cache_dir: str | None = None):
+        self.root = Path(root).resolve()
+        self.folder = dataset_cache_dir(self.root, cache_dir)
+        self.counters = Counters()
+        self.fresh: set[str] = set()  # sha1 of rows decoded during this load (not "reused")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with _locked(self.folder / "lock"):
+            yield
+
+    def load_facts(self) -> dict[str, Fact]:
+        raw = _read_json(self.folder / "files.json")
+        if not raw or raw.get("version") != CACHE_VERSION:
+            return {}
+        try:
+            return {k: Fact.from_list(v) for k, v in raw["files"].items()}
+        except (TypeError, KeyError, ValueError):
+            return {}  # an unreadable index costs one re-scan, never a crash
+
+    def save_facts(self, facts: dict[str, Fact]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.folder / "meta.json", {"root": str(self.root), "version": CACHE_VERSION})
+        atomic_write_json(
+            self.folder / "files.json",
+            {"version": CACHE_VERSION, "files": {k: f.to_list() for k, f in sorted(facts.items())}},
+        )
+
+    def store(self, image_size: int) -> "RowStore":
+        return RowStore(self.folder / f"{image_size}px", image_size)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------- rows
+class RowStore:
+    """Append-only uint8 rows (size, size, 3) of one image size; open it under the cache lock to write."""
+
+    def __init__(self, folder: Path, image_size: int):
+        self.folder = folder
+        self.image_size = image_size
+        self.row_shape = (image_size, image_size, 3)
+        self.row_bytes = image_size * image_size * 3
+        raw = _read_json(folder / "index.json") or {}
+        ok = raw.get("version") == CACHE_VERSION and raw.get("image_size") == image_size
+        self.rows_file: str = raw.get("rows_file", "rows-1.u8") if ok else _next_rows_name(folder)
+        self.n_rows: int = int(raw.get("n_rows", 0)) if ok else 0
+        self.entries: dict[str, list] = dict(raw.get("entries", {})) if ok else {}
+        if ok and not self._rows_file_ok():
+            self.rows_file, self.n_rows, self.entries = _next_rows_name(folder), 0, {}
+        self._by_sha1 = {sha: row for sha, row in self.entries.values()}
+        self._fh = None
+        self._dirty = False
+
+    def _rows_file_ok(self) -> bool:
+        try:
+            return (self.folder / self.rows_file).stat().st_size >= self.n_rows * self.row_bytes
+        except OSError:
+            return False
+
+    def lookup(self, relpath: str, sha1: str) -> int | None:
+        """Row holding this file's pixels (same path or same content), or None."""
+        e = self.entries.get(relpath)
+        if e and e[0] == sha1:
+            return e[1]
+        return self._by_sha1.get(sha1)
+
+    def has_sha1(self, sha1: str) -> bool:
+        return sha1 in self._by_sha1
+
+    def append(self, relpath: str, sha1: str, pixels: np.ndarray) -> int:
+        if self._fh is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.folder / self.rows_file, "a+b")
+            # Bytes past the committed rows are from an interrupted run: drop them.
+            self._fh.truncate(self.n_rows * self.row_bytes)
+            self._fh.seek(self.n_rows * self.row_bytes)
+        assert pixels.shape == self.row_shape and pixels.dtype == np.uint8
+        self._fh.write(pixels.tobytes())
+        row = self.n_rows
+        self.n_rows += 1
+        self.entries[relpath] = [sha1, row]
+        self._by_sha1[sha1] = row
+        self._dirty = True
+        return row
+
+    def commit(self) -> None:
+        """Make appended rows durable, then name them in the index (atomic)."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+        if self._dirty:
+            self._write_index()
+            self._dirty = False
+
+    def _write_index(self) -> None:
+        atomic_write_json(
+            self.folder / "index.json",
+            {
+                "version": CACHE_VERSION,
+                "image_size": self.image_size,
+                "rows_file": self.rows_file,
+                "n_rows": self.n_rows,
+                "entries": self.entries,
+            },
+        )
+
+    def memmap(self) -> np.ndarray:
+        """The committed rows, read-only: uint8 (n_rows, size, size, 3)."""
+        if self.n_rows == 0:
+            return np.zeros((0, *self.row_shape), np.uint8)
+        return np.memmap(self.folder / self.rows_file, np.uint8, mode="r", shape=(self.n_rows, *self.row_shape))
+
+    def is_arranged(self, order: list[tuple[str, str]]) -> bool:
+        """True when `order` (relpath, sha1) occupies rows 0..len-1 in order, and garbage is at most half."""
+        if self.n_rows > 2 * max(len(order), 1):
+            return False
+        for i, (rel, sha) in enumerate(order):
+            e = self.entries.get(rel)
+            if not e or e[0] != sha or e[1] != i:
+                return False
+        return True
+
+    def arrange(self, order: list[tuple[str, str]], chunk: int = 256) -> int:
+        """Rewrite rows in `order` into a new rows file (drops garbage); returns rows copied."""
+        self.commit()
+        old = self.memmap()
+        rows = np.array([self.lookup(rel, sha) for rel, sha in order], dtype=np.int64)
+        new_name = _next_rows_name(self.folder)
+        new_path = self.folder / new_name
+        with open(new_path, "wb") as fh:
+            for start in range(0, len(rows), chunk):
+                fh.write(np.ascontiguousarray(old[rows[start:start + chunk]]).tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        del old
+        old_name = self.rows_file
+        self.rows_file, self.n_rows = new_name, len(order)
+        self.entries = {rel: [sha, i] for i, (rel, sha) in enumerate(order)}
+        self._by_sha1 = {sha: i for i, (rel, sha) in reversed(list(enumerate(order)))}
+        self._write_index()
+        try:
+            (self.folder / old_name).unlink()
+        except OSError:
+            pass  # still mapped by a reader on Windows; removed by a later run
+        return len(order)
+
+    def remove_orphans(self) -> None:
+        """Delete rows files the index does not name (left by an interrupted arrange)."""
+        for p in self.folder.glob("rows-*.u8"):
+            if p.name != self.rows_file:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+def _next_rows_name(folder: Path) -> str:
+    nums = [int(m.group(1)) for p in folder.glob("rows-*.u8") if (m := re.fullmatch(r"rows-(\d+)\.u8", p.name))]
+    return f"rows-{max(nums, default=0) + 1}.u8"
+
+
+# ------------------------------------------------------------- decoding
+@dataclass
+class Probe:
+    """Result of reading one file: its fact and, when decodable, its pixels."""
+
+    relpath: str
+    fact: Fact
+    pixels: np.ndarray | None = None
+
+
+def sha1_bytes(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def probe_file(
+    path: Path, relpath: str, size: int, mtime_ns: int, image_size: int,
+    known: Callable[[str], Fact | None] = lambda sha: None,
+) -> Probe:
+    """Hash and decode one file; skips the decode when `known(sha1)` already has its fact."""
+    try:
+        data = read_bytes(path)
+    except DecodeError as e:
+        return Probe(relpath, Fact(size, mtime_ns, None, reason=e.reason, detail=e.detail))
+    sha = sha1_bytes(data)
+    prior = known(sha)
+    if prior is not None:
+        return Probe(relpath, Fact(len(data), mtime_ns, sha, prior.width, prior.height, prior.mode,
+                                   prior.format, prior.reason, prior.detail))
+    try:
+        d = decode_with_facts(data, image_size)
+    except DecodeError as e:
+        return Probe(relpath, Fact(len(data), mtime_ns, sha, reason=e.reason, detail=e.detail))
+    except Exception as e:  # a Pillow bug on one odd file must not stop a scan of thousands
+        return Probe(relpath, Fact(len(data), mtime_ns, sha, reason="unsupported_format",
+                                   detail=f"{type(e).__name__}: {e}"))
+    return Probe(relpath, Fact(len(data), mtime_ns, sha, d.width, d.height, d.mode, d.format), d.pixels)
+
+
+def parallel_map(fn: Callable, jobs: Iterable, workers: int | None = None) -> Iterator:
+    """fn over jobs in a thread pool (Pillow and hashlib release the GIL), bounded memory, any order."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# ------------------------------------------------------------ materialize
+@dataclass
+class Arrays:
+    """Every split of a scan as uint8 (N, size, size, 3) memmap slices and int32 (N,) labels."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    counters: Counters = field(default_factory=Counters)
+
+
+def materialize(scan: "Scan", image_size: int, cfg, cache: DecodeCache | None = None) -> Arrays:
+    """Decode what the cache lacks, lay the splits out contiguously, return memmap views."""
+    cache = cache or DecodeCache(scan.root, cfg.cache_dir)
+    order = [(it.relpath, it.sha1) for split in SPLITS for it in scan.items.get(split, [])]
+    with cache.lock():
+        store = cache.store(image_size)
+        store.remove_orphans()
+        missing = [it for split in SPLITS for it in scan.items.get(split, []) if store.lookup(it.relpath, it.sha1) is None]
+        missing_rel = {it.relpath for it in missing}
+        cache.counters.reused += sum(rel not in missing_rel and sha not in cache.fresh for rel, sha in order)
+        for path, rel, sha, pixels in parallel_map(lambda it: _decode_item(it, image_size), _unique_by_sha1(missing)):
+            cache.counters.decoded += 1
+            cache.fresh.add(sha)
+            store.append(rel, sha, pixels)
+        store.commit()
+        if not store.is_arranged(order):
+            cache.counters.copied += store.arrange(order)
+    mm = store.memmap()
+    x, y, start = {}, {}, 0
+    for split in SPLITS:
+        items = scan.items.get(split)
+        if items is None:
+            continue
+        x[split] = mm[start:start + len(items)]
+        y[split] = np.array([it.label for it in items], dtype=np.int32)
+        start += len(items)
+    return Arrays(x, y, cache.counters)
+
+
+def _unique_by_sha1(items: list) -> list:
+    seen, out = set(), []
+    for it in items:
+        if it.sha1 not in seen:
+            seen.add(it.sha1)
+            out.append(it)
+    return out
+
+
+def _decode_item(item, image_size: int):
+    data = read_bytes(item.path)
+    if sha1_bytes(data) != item.sha1:
+        raise UserError(f"image '{item.path}' changed while loading; run again")
+    try:
+        pixels = decode_with_facts(data, image_size).pixels
+    except DecodeError as e:
+        raise UserError(f"image '{item.path}' decoded at scan time but not at {image_size}px ({e}); remove it") from None
+    return item.path, item.relpath, item.sha1, pixels
+
+
+def arrays_for(scan: "Scan", split: str, image_size: int, cfg, cache: DecodeCache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x uint8 (N, image_size, image_size, 3) memmap, y int32 (N,) of one split ('train', 'val', 'test')."""
+    if split not in scan.items:
+        raise UserError(f"split '{split}' not in the scan of '{scan.root}'; allowed: {', '.join(scan.items)}")
+    arrays = materialize(scan, image_size, cfg, cache)
+    return arrays.x[split], arrays.y[split]
+

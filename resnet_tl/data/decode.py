@@ -1,0 +1,182 @@
+"""Decode any image file Pillow reads into a square uint8 RGB array.
+
+Training, `data check` and predict all go through `decode_pil`, so an image
+that passes the scan is exactly what the model sees. Rules:
+
+- EXIF orientation is applied; animated images use their first frame.
+- Alpha is composited on WHITE (transparent icons and logos read as drawn on a
+  page; Keras' own loader would expose whatever colour hides under alpha=0).
+- 16-bit images are scaled to 8 bit (value / 257), never clipped.
+- The whole image is resized to size x size ("squash", like Keras'
+  `image_dataset_from_directory`), with Pillow's antialiased bilinear filter.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from struct import error as struct_error  # Pillow leaks it on short headers
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Why a file was not used. Fixed so reports and tests can rely on it.
+REASONS = (
+    "zero_bytes",          # the file is empty
+    "not_an_image",        # Pillow cannot identify the format
+    "truncated",           # identified, but decoding fails partway (cut off or corrupt data)
+    "unsupported_format",  # identified, but Pillow cannot decode or convert it to RGB
+    "too_small",           # shorter side below data.min_size
+    "unreadable",          # the operating system refused to read it (permissions, I/O error)
+)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+
+_BACKGROUND = (255, 255, 255)
+
+
+class DecodeError(Exception):
+    """A file that cannot become an image; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded image: `pixels` uint8 (size, size, 3); width/height after EXIF rotation (px)."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+def decode_image(path: str | Path, image_size: int) -> np.ndarray:
+    """Decode a file -> uint8 (image_size, image_size, 3). Raises DecodeError."""
+    return decode_file(path, image_size).pixels
+
+
+def decode_bytes(data: bytes, image_size: int) -> np.ndarray:
+    """Decode encoded bytes (e.g. an upload) -> uint8 (image_size, image_size, 3). Raises DecodeError."""
+    return _decode(data, image_size).pixels
+
+
+def decode_file(path: str | Path, image_size: int) -> Decoded:
+    """Decode a file with its facts (size, mode, format). Raises DecodeError."""
+    return _decode(read_bytes(path), image_size)
+
+
+def decode_with_facts(data: bytes, image_size: int) -> Decoded:
+    """Like `decode_bytes`, keeping width/height/mode/format for scan statistics."""
+    return _decode(data, image_size)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise DecodeError("unreadable", e.strerror or str(e)) from None
+
+
+def _decode(data: bytes, image_size: int) -> Decoded:
+    if not data:
+        raise DecodeError("zero_bytes")
+    with warnings.catch_warnings():
+        # Large images raise DecompressionBombWarning; a big photo is not an error.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise DecodeError("not_an_image", "Pillow cannot identify the format") from None
+        except Image.DecompressionBombError as e:
+            raise DecodeError("unsupported_format", str(e)) from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
+            # A plugin recognised the file, then gave up on its header.
+            raise DecodeError(_load_failure(e), f"header: {e}") from None
+        fmt = img.format or "?"
+        with img:
+            mode = img.mode
+            rgb, (width, height) = _load_rgb(img, image_size)
+    return Decoded(_resize(rgb, image_size), width, height, mode, fmt)
+
+
+def _load_rgb(img: Image.Image, image_size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Load the first frame, apply EXIF orientation, convert to RGB; also the oriented full size (px)."""
+    oriented = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # malformed EXIF must not cost the user an image
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        oriented = img.size[::-1]
+    if img.format == "JPEG":
+        # Decode at 1/2, 1/4 or 1/8 scale when the target is that much smaller: 2-8x faster.
+        img.draft(None, (image_size, image_size))
+    try:
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise DecodeError("unsupported_format", str(e)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as e:
+        raise DecodeError(_load_failure(e), str(e)) from None
+    try:
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
+    except DecodeError:
+        raise
+    except Exception as e:  # Pillow raises ValueError/NotImplementedError/KeyError for unknown conversions
+        raise DecodeError("unsupported_format", f"cannot convert mode {img.mode} to RGB ({e})") from None
+    return rgb, oriented
+
+
+def _load_failure(e: Exception) -> str:
+    """Pillow signals "valid but not supported" only in its messages (e.g. BMP compression 4)."""
+    msg = str(e).lower()
+    if any(k in msg for k in ("unsupported", "not supported", "not available", "unknown", "not implemented")):
+        return "unsupported_format"
+    return "truncated"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit PNGs (Pillow opens them as I;16 or I): full range is 0..65535.
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(a, 0, 65535) / 257.0
+        return Image.fromarray(np.round(a).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(a)
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0  # float images are 0..1 or 0..255
+        return Image.fromarray(np.round(np.clip(a * scale, 0, 255)).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        mode_with_alpha = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode_with_alpha)
+    elif mode in ("LA", "PA", "La", "RGBa", "RGBA", "RGBX"):
+        img = img.convert("RGBA") if mode != "RGBX" else img.convert("RGB")
+    elif mode == "1":
+        img = img.convert("L")
+    if img.mode == "RGBA":
+        background = Image.new("RGB", img.size, _BACKGROUND)
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def _resize(img: Image.Image, image_size: int) -> np.ndarray:
+    if img.size != (image_size, image_size):
+        # reducing_gap: integer pre-shrink for big photos, then an exact antialiased resize.
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    out = np.asarray(img, dtype=np.uint8)
+    if out.shape != (image_size, image_size, 3):
+        raise DecodeError("unsupported_format", f"decoded to shape {out.shape}")
+    return np.ascontiguousarray(out)
+
