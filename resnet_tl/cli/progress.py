@@ -21,6 +21,7 @@ class TrainProgress:
             console=console, transient=True, disable=not enabled,
         )
         self.task = None
+        self.epoch = None
         self.t0 = time.time()
 
     def __enter__(self):
@@ -37,10 +38,11 @@ class TrainProgress:
         if kind == "phase":
             self.console.print(f"[bold]phase {ev['phase']}[/] {ev['name']}: trains {', '.join(ev['stages'])} for {ev['epochs']} epoch(s)", highlight=False)
         elif kind == "batch":
-            if self.task is None or self.progress.tasks[self.task].fields.get("epoch") != ev["epoch"]:
+            if self.task is None or self.epoch != ev["epoch"]:
                 if self.task is not None:
                     self.progress.remove_task(self.task)
                 self.task = self.progress.add_task("", total=ev["steps"], phase=ev["phase"], epoch=ev["epoch"], speed="", loss="")
+                self.epoch = ev["epoch"]
                 self.t0 = time.time()
             rate = ev["step"] * ev["batch_size"] / max(time.time() - self.t0, 1e-9)
             self.progress.update(self.task, completed=ev["step"], speed=f"{rate:,.0f} img/s", loss=f"{ev['loss']:.4f}")
