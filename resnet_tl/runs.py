@@ -96,7 +96,10 @@ def write_status(paths: RunPaths, status: str, **extra) -> None:
     assert status in STATUSES
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     old = read_status(paths)
-    doc = {"status": status, "started": old.get("started", now), "updated": now, **extra}
+    # Keep what earlier writes recorded (start time, the locked recipe view),
+    # drop what belonged only to the previous state.
+    kept = {k: v for k, v in old.items() if k not in ("status", "updated", "error", "finished")}
+    doc = {**kept, "status": status, "started": old.get("started", now), "updated": now, **extra}
     if status == "complete":
         doc["finished"] = now
     atomic_write_json(paths.status, doc)

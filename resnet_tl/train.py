@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from resnet_tl import faults
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
 from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
@@ -121,10 +122,25 @@ def _defer_sigint():
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays atomically; a full disk is a clear error and the old file stays."""
     buf = _io.BytesIO()
     np.savez(buf, **arrays)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    data = buf.getvalue()
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                faults.point("checkpoint")
+                f.write(data[len(data) // 2:])
+    except OSError as e:
+        raise UserError(f"could not write checkpoint '{path}' ({e.strerror or e}); training stopped, the previous checkpoint is kept") from None
+
+
+def _remove_partials(folder: Path) -> None:
+    """Temporary files a killed process left behind (never the real artifacts)."""
+    for p in folder.glob(".*.partial-*"):
+        p.unlink(missing_ok=True)
 
 
 def _variables_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
@@ -196,15 +212,13 @@ def train(
     resume: str | Path | None = None,
     dataset=None,
     progress: Callable[[dict], None] | None = None,
-    stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Fine-tune per `recipe`; returns the run folder and final validation metrics.
 
     resume: a run folder to continue from its last checkpoint (its own stored
     recipe is used). dataset: an already loaded `resnet_tl.data.Dataset`
     (tests). progress: called with a dict per event ('phase', 'batch',
-    'epoch') for progress bars. stop_after_epochs: stop (as if interrupted,
-    with a checkpoint) after this many epochs in this process (tests).
+    'epoch', 'early_stop') for progress bars.
     """
     from resnet_tl import precision as precision_mod
 
@@ -223,7 +237,7 @@ def train(
     paths, state = _open_run(recipe, out, name, resume, ds)
     notify = progress or (lambda event: None)
     try:
-        result = _run(recipe, paths, state, ds, setup, notify, t_start, stop_after_epochs)
+        result = _run(recipe, paths, state, ds, setup, notify, t_start)
     except KeyboardInterrupt:
         write_status(paths, "interrupted", epoch=_last_epoch(paths))
         raise Interrupted(paths.root, _last_epoch(paths)) from None
@@ -274,11 +288,13 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, dict | N
         state["arrays"] = arrays
         if state.get("version") != CHECKPOINT_VERSION:
             raise UserError(f"checkpoint '{paths.checkpoint}': written by an incompatible resnet-tl version")
+    _remove_partials(paths.checkpoint_dir)
+    _remove_partials(paths.root)
     write_status(paths, "running", resumed_from_epoch=(state or {}).get("epochs_done", 0))
     return paths, state
 
 
-def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, stop_after_epochs) -> TrainResult:
+def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> TrainResult:
     import keras
 
     from resnet_tl.augment import build_augmenter
@@ -322,7 +338,6 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
         mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix}
     loss_by_phase = {}
     stopped_early = False
-    epochs_this_process = 0
     patience_left = tc.patience
 
     for phase in phases[start_phase:]:
@@ -374,10 +389,11 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
             batches.set_epoch(e)
             val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, False)
             cb = _EpochNotifier(notify, phase, epochs_done + 1, len(batches), tc.batch_size)
-            h = fit_model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb])
+            # shuffle=False: our batches are already shuffled per (seed, phase, epoch);
+            # Keras would reorder them again with the process-global `random`.
+            h = fit_model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb], shuffle=False)
             logs = {k: float(v[-1]) for k, v in h.history.items()}
             epochs_done += 1
-            epochs_this_process += 1
             row = {
                 "phase": phase.name, "epoch": epochs_done,
                 "lr": float(f"{lr_at((e + 1) * steps - 1, steps, cfg):.6g}"),
@@ -407,9 +423,8 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start, sto
                 arrays["state"] = np.array(json.dumps(ck_state))
                 _save_npz(paths.checkpoint, arrays)
                 _write_history(paths, history)
+            faults.point("epoch")
             notify({"event": "epoch", **row, "improved": improved, "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
-            if stop_after_epochs is not None and epochs_this_process >= stop_after_epochs:
-                raise KeyboardInterrupt
             if tc.patience and patience_left <= 0:
                 notify({"event": "early_stop", "phase": phase.name, "epoch": epochs_done})
                 patience_left = tc.patience
@@ -439,6 +454,7 @@ class _EpochNotifier:
 
         class Notifier(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
+                faults.point("batch")
                 notify({"event": "batch", "phase": phase.name, "epoch": epoch, "step": batch + 1, "steps": steps, "batch_size": batch_size, "loss": float((logs or {}).get("loss", float("nan")))})
 
         return Notifier()

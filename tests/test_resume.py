@@ -1,0 +1,194 @@
+"""Interrupted runs resume; nothing is half-written.
+
+Real training subprocesses are killed with SIGKILL at exact points (through
+RESNET_TL_FAULT, see resnet_tl/faults.py), then resumed with
+`resnet-tl train --resume`; the result must equal an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from resnet_tl.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = (2, 2)  # phase 0 (head only, cached features), phase 1 (everything)
+BATCHES_PER_EPOCH = 3  # 48 training images / batch 16
+
+
+def _folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for label, cls in enumerate(("hbar", "vbar")):
+        for i in range(30):
+            img = rng.integers(0, 60, (16, 16, 3)).astype(np.uint8)
+            k = int(rng.integers(2, 12))
+            if label:
+                img[:, k:k + 3] = 230
+            else:
+                img[k:k + 3, :] = 230
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / cls / f"{i:02d}.png")
+    return root
+
+
+def _recipe(path: Path, data: Path, cache: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": "resume",
+        "data": {"dir": str(data), "image_size": 16, "val_split": 0.2, "cache_dir": str(cache), "augment": {"flip": "none"}},
+        "model": {"backbone": "resnet20", "weights": "none"},
+        "schedule": [
+            {"name": "head", "epochs": EPOCHS[0], "train": "head", "lr": 0.01},
+            {"name": "all", "epochs": EPOCHS[1], "train": "all", "lr": 0.003, "batchnorm": "train"},
+        ],
+        "train": {"batch_size": 16, "precision": "float32"},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    data = _folder(base / "images")
+    recipe = _recipe(base / "recipe.yaml", data, base / "cache")
+    return base, recipe
+
+
+def _cli(*args, fault=None, check=True):
+    env = dict(os.environ)
+    env.pop("RESNET_TL_FAULT", None)
+    if fault:
+        env["RESNET_TL_FAULT"] = fault
+    # Deterministic kernels so an interrupted run can match an uninterrupted one.
+    env["TF_DETERMINISTIC_OPS"] = "1"
+    p = subprocess.run([sys.executable, "-m", "resnet_tl", "train", *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def _history(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "history.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    base, recipe = setup
+    _cli(str(recipe), "--out", str(base / "runs"), "--name", "reference")
+    run = base / "runs" / "reference"
+    return _history(run), json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("fault", [
+    "batch:2",        # mid-epoch, in the first (cached-feature) phase
+    "epoch:1",        # between epochs
+    "epoch:2",        # between phases
+    "checkpoint:3",   # halfway through writing the 3rd checkpoint
+    "batch:9",        # mid-epoch in the second phase
+])
+def test_sigkill_anywhere_then_resume_equals_uninterrupted(setup, reference, fault):
+    base, recipe = setup
+    out = base / "runs"
+    name = "k-" + fault.replace(":", "-")
+    killed = _cli(str(recipe), "--out", str(out), "--name", name, fault=fault, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    run = out / name
+    assert json.loads((run / "status.json").read_text())["status"] == "running"
+    if (run / "checkpoint" / "last.npz").exists():
+        with np.load(run / "checkpoint" / "last.npz") as z:  # never a broken checkpoint
+            assert "state" in z.files
+    _cli("--resume", str(run))
+    hist = _history(run)
+    ref_hist, ref_metrics = reference
+    assert [int(r["epoch"]) for r in hist] == list(range(1, sum(EPOCHS) + 1))
+    assert [r["phase"] for r in hist] == [r["phase"] for r in ref_hist]
+    for a, b in zip(hist, ref_hist):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-3, abs=1e-4)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(ref_metrics["accuracy"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-3, abs=1e-4)
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    assert not list(run.rglob(".*partial-*")), "temporary files left behind"
+
+
+def test_sigint_saves_prints_resume_command_and_exits_130(setup):
+    base, recipe = setup
+    run = base / "runs" / "ctrl-c"
+    p = _cli(str(recipe), "--out", str(base / "runs"), "--name", "ctrl-c", fault="batch:8:INT", check=False)
+    assert p.returncode == 130, p.stderr
+    assert f"resnet-tl train --resume {run}" in p.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    with np.load(run / "checkpoint" / "last.npz") as z:
+        state = json.loads(str(z["state"]))
+    assert state["epochs_done"] == 2  # batch 8 falls in epoch 3
+    assert len(_history(run)) == 2
+
+
+def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference):
+    base, recipe = setup
+    run = base / "runs" / "edited"
+    _cli(str(recipe), "--out", str(base / "runs"), "--name", "edited", fault="epoch:1", check=False)
+    stored = run / "recipe.yaml"
+    doc = yaml.safe_load(stored.read_text())
+    doc["schedule"][1]["lr"] = 0.5
+    stored.write_text(yaml.safe_dump(doc))
+    p = _cli("--resume", str(run), check=False)
+    assert p.returncode == 2
+    assert "'schedule' was edited" in p.stderr and "Traceback" not in p.stderr
+    done = base / "runs" / "reference"
+    p = _cli("--resume", str(done), check=False)
+    assert p.returncode == 2 and "is complete" in p.stderr
+    p = _cli(str(recipe), "--out", str(base / "runs"), "--name", "reference", check=False)
+    assert p.returncode == 2 and "already exists" in p.stderr
+
+
+def test_failing_checkpoint_write_stops_and_keeps_the_previous(tmp_path, monkeypatch):
+    from helpers import bars_dataset, tiny_recipe
+
+    from resnet_tl import train as train_mod
+
+    calls = {"n": 0}
+    real_open = open
+
+    def full_disk_open(file, mode="r", *a, **k):
+        if "w" in mode and ".last.npz.partial-" in str(file):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device")
+        return real_open(file, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    ds = bars_dataset(n_per_class=8, n_val_per_class=2)
+    recipe = tiny_recipe([{"epochs": 3, "train": "all", "batchnorm": "train"}])
+    with pytest.raises(UserError, match="No space left on device.*previous checkpoint is kept"):
+        train_mod.train(recipe, out=tmp_path, name="full", dataset=ds)
+    monkeypatch.undo()
+    with np.load(tmp_path / "full" / "checkpoint" / "last.npz") as z:
+        assert json.loads(str(z["state"]))["epochs_done"] == 1
+    assert json.loads((tmp_path / "full" / "status.json").read_text())["status"] == "failed"
+
+
+def test_unusable_output_location_fails_before_training(tmp_path):
+    from helpers import bars_dataset, tiny_recipe
+
+    from resnet_tl.train import train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    ds = bars_dataset(n_per_class=2, n_val_per_class=1)
+    recipe = tiny_recipe([{"epochs": 1}])
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        train(recipe, out=blocker, name="r", dataset=ds)
+    with pytest.raises(UserError, match="cannot create the folder"):
+        train(recipe, out=blocker / "sub", name="r", dataset=ds)
