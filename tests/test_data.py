@@ -152,6 +152,7 @@ def test_second_load_decodes_nothing_and_arrays_match(tmp_path):
     cfg = cfg_for(root, tmp_path)
     first = load_dataset(cfg)
     assert first.stats["decoded"] == 12 and first.stats["reused"] == 0
+    assert first.stats["copied"] == 0  # new files are decoded in split order: no rearranging
     second = load_dataset(cfg)
     assert second.stats == {"hashed": 0, "decoded": 0, "reused": 12, "copied": 0}
     assert isinstance(second.x_train, np.memmap) and second.x_train.dtype == np.uint8
