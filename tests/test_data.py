@@ -334,3 +334,13 @@ assert "tensorflow" not in sys.modules, "tensorflow was imported"
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_other_image_extensions_are_counted_and_named(tmp_path):
+    root = make_class_folder(tmp_path / "ds", {"a": 2, "b": 2})
+    (root / "a" / "phone.HEIC").write_bytes(b"x")
+    (root / "b" / "scan.tif").write_bytes(b"x")
+    scan = scan_folder(root, cfg_for(root, tmp_path))
+    assert scan.ignored["not_image_extension"] == 2
+    assert any("'.heic' file(s) ignored" in w for w in scan.warnings)
+    assert set(scan.ignored) == {"hidden", "not_image_extension", "outside_class_folders"}

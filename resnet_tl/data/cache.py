@@ -139,7 +139,13 @@ class DecodeCache:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        with _locked(self.folder / "lock"):
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / "lock"
+            probe.touch()
+        except OSError as e:
+            raise UserError(f"data.cache_dir '{self.folder.parent.parent}' cannot be written ({e.strerror}); allowed: a writable folder") from None
+        with _locked(probe):
             yield
 
     def load_facts(self) -> dict[str, Fact]:

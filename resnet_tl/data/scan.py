@@ -28,6 +28,8 @@ from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
 
 VAL_NAMES = ("val", "valid", "validation")
+# Image formats people keep beside their JPEGs; worth a warning, as they are not read.
+_OTHER_IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".jfif", ".jp2", ".svg", ".ico", ".ppm", ".pgm", ".dng", ".cr2", ".nef"})
 SPLIT_NAMES = ("train", *VAL_NAMES, "test")
 
 
@@ -92,9 +94,12 @@ class _Candidate:
 
 def scan_folder(
     root: str | Path, cfg: DataConfig, *, strict: bool = True,
-    progress: Callable[[int, int], None] | None = None, cache: DecodeCache | None = None,
+    progress: Callable[[str, int, int], None] | None = None, cache: DecodeCache | None = None,
 ) -> Scan:
-    """Scan `root`. strict=False records an empty class as a problem instead of raising (for reports)."""
+    """Scan `root`. strict=False records an empty class as a problem instead of raising (for reports).
+
+    progress(stage, done, total) is called while new files are read ("hashing") and decoded ("decoding").
+    """
     root = Path(root).expanduser()
     if not root.exists():
         raise UserError(f"data.dir '{root}' does not exist; allowed: a folder of class subfolders or train/ val/ [test/]")
@@ -104,6 +109,9 @@ def scan_folder(
     ignored: Counter = Counter({"hidden": 0, "not_image_extension": 0, "outside_class_folders": 0})
     listing_warnings: list[str] = []
     layout, candidates, class_dirs = _layout_and_candidates(root, ignored, listing_warnings)
+    for key in sorted(k for k in ignored if k.startswith("_")):
+        listing_warnings.append(
+            f"{ignored.pop(key)} '{key[1:]}' file(s) ignored; allowed extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
     with cache.lock():
         old = cache.load_facts()
         facts = _read_facts(candidates, old, cache, progress)
@@ -273,6 +281,8 @@ def _class_files(root: Path, cdir: Path, split: str | None, ignored: Counter, wa
                 ignored["hidden"] += 1
             elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 ignored["not_image_extension"] += 1
+                if p.suffix.lower() in _OTHER_IMAGE_EXTENSIONS:
+                    ignored["_" + p.suffix.lower()] += 1
             else:
                 out.append(_Candidate(split, cdir.name, p, p.relative_to(root).as_posix()))
     return out
@@ -298,8 +308,8 @@ def _read_facts(candidates: list[_Candidate], old: dict[str, Fact], cache: Decod
     for i, (c, f) in enumerate(zip(todo, parallel_map(lambda job: read_fact(job[0].path, job[1], job[2], by_sha1.get), todo))):
         facts[c[0].relpath] = f
         cache.counters.hashed += f.sha1 is not None
-        if progress and i % 64 == 0:
-            progress(i, len(todo))
+        if progress and (i % 64 == 0 or i == len(todo) - 1):
+            progress("hashing", i + 1, len(todo))
     return facts
 
 
@@ -321,7 +331,7 @@ def _verify(items: list[Item], facts: dict[str, Fact], cache: DecodeCache, image
                 if store.lookup(it.relpath, it.sha1) is None:
                     store.append(it.relpath, it.sha1, pixels)
             if progress and (i % 16 == 0 or i == len(items) - 1):
-                progress(i + 1, len(items))
+                progress("decoding", i + 1, len(items))
     finally:
         store.commit()
     return failed
