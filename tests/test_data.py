@@ -152,6 +152,7 @@ def test_second_load_decodes_nothing_and_arrays_match(tmp_path):
     cfg = cfg_for(root, tmp_path)
     first = load_dataset(cfg)
     assert first.stats["decoded"] == 12 and first.stats["reused"] == 0
+    assert first.stats["copied"] == 0  # new files are decoded in split order: no rearranging
     second = load_dataset(cfg)
     assert second.stats == {"hashed": 0, "decoded": 0, "reused": 12, "copied": 0}
     assert isinstance(second.x_train, np.memmap) and second.x_train.dtype == np.uint8
@@ -314,3 +315,32 @@ def test_data_package_never_imports_tensorflow_or_keras():
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_keras_pydataset_trains_under_jax_backend(tmp_path):
+    """The input path needs no TensorFlow: fit a tiny model from ArrayBatches with KERAS_BACKEND=jax."""
+    code = """
+import sys, numpy as np, keras
+from resnet_tl.data.batches import ArrayBatches, as_keras_dataset
+x = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.int32)
+ds = as_keras_dataset(ArrayBatches(x, y, 16, seed=0, class_weight={0: 1.0, 1: 2.0}))
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(), keras.layers.Dense(2)])
+model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+model.fit(ds, epochs=2, verbose=0)
+assert ds.batches.epoch >= 1, ds.batches.epoch  # reshuffled (fit may begin one extra epoch to build)
+assert "tensorflow" not in sys.modules, "tensorflow was imported"
+"""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_other_image_extensions_are_counted_and_named(tmp_path):
+    root = make_class_folder(tmp_path / "ds", {"a": 2, "b": 2})
+    (root / "a" / "phone.HEIC").write_bytes(b"x")
+    (root / "b" / "scan.tif").write_bytes(b"x")
+    scan = scan_folder(root, cfg_for(root, tmp_path))
+    assert scan.ignored["not_image_extension"] == 2
+    assert any("'.heic' file(s) ignored" in w for w in scan.warnings)
+    assert set(scan.ignored) == {"hidden", "not_image_extension", "outside_class_folders"}

@@ -54,14 +54,15 @@ def _progress():
     console = Console(stderr=True)
     state = {"status": None}
 
-    def update(done: int, total: int) -> None:
+    def update(stage: str, done: int, total: int) -> None:
         if state["status"] is None:
             if done >= total:
                 return
             state["status"] = console.status("")
             state["status"].start()
-        state["status"].update(f"reading images {done}/{total}")
+        state["status"].update(f"{stage} images {done}/{total}")
         if done >= total:
             state["status"].stop()
+            state["status"] = None
 
     return update

@@ -43,7 +43,7 @@ class Dataset:
 def load_dataset(cfg: DataConfig, root_override: str | Path | None = None, progress=None) -> Dataset:
     """Scan cfg.dir (or root_override), decode what the cache lacks, return every split.
 
-    Raises UserError for a missing folder, an empty class (unless
+    progress(stage, done, total) reports slow first reads. Raises UserError for a missing folder, an empty class (unless
     data.skip_empty_classes) and any blocking problem of the scan.
     """
     root = Path(root_override) if root_override is not None else Path(cfg.dir)

@@ -108,10 +108,11 @@ class ArrayBatches:
         if not 0 <= i < len(self):
             raise IndexError(f"batch {i} out of range (0..{len(self) - 1})")
         idx = self.order()[i * self.batch_size:(i + 1) * self.batch_size]
-        # Reading a memmap in ascending row order is sequential I/O; then restore the shuffle.
-        sort = np.argsort(idx, kind="stable")
+        # Row by row straight into the output: no uint8 temporary, and faster than fancy
+        # indexing a memmap (measured: ~30k vs ~20k rows/s of 224 px).
         x = np.empty((len(idx), *self.x.shape[1:]), self.dtype)
-        x[sort] = self.x[idx[sort]]
+        for j, row in enumerate(idx):
+            x[j] = self.x[row]
         y = self.y[idx]
         w = self.weights[y] if self.weights is not None else None
         if self.mixup > 0 or self.cutmix > 0:
@@ -148,13 +149,19 @@ class ArrayBatches:
 
 
 def as_keras_dataset(batches: ArrayBatches, workers: int = 1, use_multiprocessing: bool = False, max_queue_size: int = 10):
-    """Wrap `batches` in a keras.utils.PyDataset that reshuffles at each epoch end."""
+    """Wrap `batches` in a keras.utils.PyDataset that takes the next order at each epoch begin.
+
+    (fit() may begin one extra epoch to build the model; the orders stay deterministic.)
+    """
     import keras  # only here: the data package itself never needs Keras
+
+    start = batches.epoch
 
     class _Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
             self.batches = batches
+            self._begins = self._ends = 0
 
         def __len__(self):
             return len(batches)
@@ -162,7 +169,15 @@ def as_keras_dataset(batches: ArrayBatches, workers: int = 1, use_multiprocessin
         def __getitem__(self, i):
             return batches[i]
 
+        # Keras also calls on_epoch_end when it resets an iterator, so counting
+        # epoch ends would skip orders; epoch begins are exact where Keras has them.
+        def on_epoch_begin(self):
+            self._begins += 1
+            batches.set_epoch(start + self._begins - 1)
+
         def on_epoch_end(self):
-            batches.set_epoch(batches.epoch + 1)
+            if self._begins == 0:  # a Keras without on_epoch_begin
+                self._ends += 1
+                batches.set_epoch(start + self._ends)
 
     return _Batches()

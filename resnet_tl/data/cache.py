@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from resnet_tl.data.decode import DecodeError, decode_with_facts, read_bytes
+from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_write_json
 
@@ -104,9 +104,11 @@ class Fact:
     format: str = ""
     reason: str | None = None  # a decode.REASONS entry (never too_small: that depends on the config)
     detail: str = ""
+    verified: bool = False  # fully decoded once; False: only the header was read
 
     def to_list(self) -> list:
-        return [self.size, self.mtime_ns, self.sha1, self.width, self.height, self.mode, self.format, self.reason, self.detail]
+        return [self.size, self.mtime_ns, self.sha1, self.width, self.height, self.mode, self.format,
+                self.reason, self.detail, self.verified]
 
     @classmethod
     def from_list(cls, v: list) -> "Fact":
@@ -137,7 +139,13 @@ class DecodeCache:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        with _locked(self.folder / "lock"):
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / "lock"
+            probe.touch()
+        except OSError as e:
+            raise UserError(f"data.cache_dir '{self.folder.parent.parent}' cannot be written ({e.strerror}); allowed: a writable folder") from None
+        with _locked(probe):
             yield
 
     def load_facts(self) -> dict[str, Fact]:
@@ -299,41 +307,41 @@ def _next_rows_name(folder: Path) -> str:
 
 
 # ------------------------------------------------------------- decoding
-@dataclass
-class Probe:
-    """Result of reading one file: its fact and, when decodable, its pixels."""
-
-    relpath: str
-    fact: Fact
-    pixels: np.ndarray | None = None
-
-
 def sha1_bytes(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def probe_file(
-    path: Path, relpath: str, size: int, mtime_ns: int, image_size: int,
-    known: Callable[[str], Fact | None] = lambda sha: None,
-) -> Probe:
-    """Hash and decode one file; skips the decode when `known(sha1)` already has its fact."""
+def read_fact(path: Path, size: int, mtime_ns: int, known: Callable[[str], Fact | None] = lambda sha: None) -> Fact:
+    """Hash a file and read its header (no pixel decoding); a fact `known(sha1)` is reused as is."""
     try:
         data = read_bytes(path)
     except DecodeError as e:
-        return Probe(relpath, Fact(size, mtime_ns, None, reason=e.reason, detail=e.detail))
+        return Fact(size, mtime_ns, None, reason=e.reason, detail=e.detail, verified=True)
     sha = sha1_bytes(data)
     prior = known(sha)
     if prior is not None:
-        return Probe(relpath, Fact(len(data), mtime_ns, sha, prior.width, prior.height, prior.mode,
-                                   prior.format, prior.reason, prior.detail))
+        return Fact(len(data), mtime_ns, sha, prior.width, prior.height, prior.mode, prior.format,
+                    prior.reason, prior.detail, prior.verified)
     try:
-        d = decode_with_facts(data, image_size)
+        w, h, mode, fmt = probe_header(data)
     except DecodeError as e:
-        return Probe(relpath, Fact(len(data), mtime_ns, sha, reason=e.reason, detail=e.detail))
+        return Fact(len(data), mtime_ns, sha, reason=e.reason, detail=e.detail, verified=True)
+    return Fact(len(data), mtime_ns, sha, w, h, mode, fmt)
+
+
+def decode_checked(path: Path, sha1: str, image_size: int) -> tuple[np.ndarray | None, DecodeError | None]:
+    """Pixels uint8 (image_size, image_size, 3) of a file whose content must still hash to `sha1`."""
+    try:
+        data = read_bytes(path)
+        if sha1_bytes(data) != sha1:
+            raise UserError(f"image '{path}' changed while loading; run again")
+        return decode_with_facts(data, image_size).pixels, None
+    except DecodeError as e:
+        return None, e
+    except UserError:
+        raise
     except Exception as e:  # a Pillow bug on one odd file must not stop a scan of thousands
-        return Probe(relpath, Fact(len(data), mtime_ns, sha, reason="unsupported_format",
-                                   detail=f"{type(e).__name__}: {e}"))
-    return Probe(relpath, Fact(len(data), mtime_ns, sha, d.width, d.height, d.mode, d.format), d.pixels)
+        return None, DecodeError("unsupported_format", f"{type(e).__name__}: {e}")
 
 
 def parallel_map(fn: Callable, jobs: Iterable, workers: int | None = None) -> Iterator:
@@ -401,13 +409,9 @@ def _unique_by_sha1(items: list) -> list:
 
 
 def _decode_item(item, image_size: int):
-    data = read_bytes(item.path)
-    if sha1_bytes(data) != item.sha1:
-        raise UserError(f"image '{item.path}' changed while loading; run again")
-    try:
-        pixels = decode_with_facts(data, image_size).pixels
-    except DecodeError as e:
-        raise UserError(f"image '{item.path}' decoded at scan time but not at {image_size}px ({e}); remove it") from None
+    pixels, err = decode_checked(item.path, item.sha1, image_size)
+    if err is not None:
+        raise UserError(f"image '{item.path}' decoded at scan time but not at {image_size}px ({err}); remove it")
     return item.path, item.relpath, item.sha1, pixels
 
 

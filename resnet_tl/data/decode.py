@@ -84,24 +84,46 @@ def read_bytes(path: str | Path) -> bytes:
         raise DecodeError("unreadable", e.strerror or str(e)) from None
 
 
-def _decode(data: bytes, image_size: int) -> Decoded:
+def probe_header(data: bytes) -> tuple[int, int, str, str]:
+    """(width, height, mode, format) from the header only, size after EXIF rotation (px).
+
+    Cheap (no pixel decoding); a file that passes may still fail `decode_*`.
+    Raises DecodeError.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _open(data) as img:
+            w, h = img.size
+            return (h, w, img.mode, img.format or "?") if _orientation(img) in (5, 6, 7, 8) else (w, h, img.mode, img.format or "?")
+
+
+def _open(data: bytes) -> Image.Image:
     if not data:
         raise DecodeError("zero_bytes")
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("not_an_image", "Pillow cannot identify the format") from None
+    except Image.DecompressionBombError as e:
+        raise DecodeError("unsupported_format", str(e)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
+        # A plugin recognised the file, then gave up on its header.
+        raise DecodeError(_load_failure(e), f"header: {e}") from None
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # malformed EXIF must not cost the user an image
+        return 1
+
+
+def _decode(data: bytes, image_size: int) -> Decoded:
     with warnings.catch_warnings():
         # Large images raise DecompressionBombWarning; a big photo is not an error.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise DecodeError("not_an_image", "Pillow cannot identify the format") from None
-        except Image.DecompressionBombError as e:
-            raise DecodeError("unsupported_format", str(e)) from None
-        except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
-            # A plugin recognised the file, then gave up on its header.
-            raise DecodeError(_load_failure(e), f"header: {e}") from None
-        fmt = img.format or "?"
-        with img:
-            mode = img.mode
+        with _open(data) as img:
+            fmt, mode = img.format or "?", img.mode
             rgb, (width, height) = _load_rgb(img, image_size)
     return Decoded(_resize(rgb, image_size), width, height, mode, fmt)
 
@@ -109,10 +131,7 @@ def _decode(data: bytes, image_size: int) -> Decoded:
 def _load_rgb(img: Image.Image, image_size: int) -> tuple[Image.Image, tuple[int, int]]:
     """Load the first frame, apply EXIF orientation, convert to RGB; also the oriented full size (px)."""
     oriented = img.size
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # malformed EXIF must not cost the user an image
-        orientation = 1
+    orientation = _orientation(img)
     if orientation in (5, 6, 7, 8):
         oriented = img.size[::-1]
     if img.format == "JPEG":

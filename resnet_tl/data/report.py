@@ -14,9 +14,10 @@ from resnet_tl.recipe import DataConfig
 def data_report(scan: Scan, cfg: DataConfig) -> dict:
     """JSON-serialisable summary of a scan; `ok` is True when training could proceed."""
     splits = list(scan.items)
+    by_split = {s: Counter(it.label for it in scan.items[s]) for s in splits}
     per_class = []
     for i, name in enumerate(scan.classes):
-        counts = {s: sum(it.label == i for it in scan.items[s]) for s in splits}
+        counts = {s: by_split[s][i] for s in splits}
         per_class.append({"name": name, "index": i, **counts, "total": sum(counts.values())})
     y_train = np.array([it.label for it in scan.items.get("train", [])], dtype=np.int64)
     balanced = class_weights(y_train, scan.classes, "balanced") if len(y_train) else {}

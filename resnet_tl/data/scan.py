@@ -18,16 +18,18 @@ import hashlib
 import os
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from resnet_tl.data.cache import Counters, DecodeCache, Fact, parallel_map, probe_file
+from resnet_tl.data.cache import Counters, DecodeCache, Fact, decode_checked, parallel_map, read_fact
 from resnet_tl.data.decode import IMAGE_EXTENSIONS
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
 
 VAL_NAMES = ("val", "valid", "validation")
+# Image formats people keep beside their JPEGs; worth a warning, as they are not read.
+_OTHER_IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".heic", ".heif", ".avif", ".jfif", ".jp2", ".svg", ".ico", ".ppm", ".pgm", ".dng", ".cr2", ".nef"})
 SPLIT_NAMES = ("train", *VAL_NAMES, "test")
 
 
@@ -92,9 +94,12 @@ class _Candidate:
 
 def scan_folder(
     root: str | Path, cfg: DataConfig, *, strict: bool = True,
-    progress: Callable[[int, int], None] | None = None, cache: DecodeCache | None = None,
+    progress: Callable[[str, int, int], None] | None = None, cache: DecodeCache | None = None,
 ) -> Scan:
-    """Scan `root`. strict=False records an empty class as a problem instead of raising (for reports)."""
+    """Scan `root`. strict=False records an empty class as a problem instead of raising (for reports).
+
+    progress(stage, done, total) is called while new files are read ("hashing") and decoded ("decoding").
+    """
     root = Path(root).expanduser()
     if not root.exists():
         raise UserError(f"data.dir '{root}' does not exist; allowed: a folder of class subfolders or train/ val/ [test/]")
@@ -102,10 +107,33 @@ def scan_folder(
         raise UserError(f"data.dir '{root}' is a file; allowed: a folder of class subfolders or train/ val/ [test/]")
     cache = cache or DecodeCache(root, cfg.cache_dir)
     ignored: Counter = Counter({"hidden": 0, "not_image_extension": 0, "outside_class_folders": 0})
-    warnings: list[str] = []
-    layout, candidates, class_dirs = _layout_and_candidates(root, ignored, warnings)
-    facts = _facts_for(candidates, cache, cfg.image_size, progress)
+    listing_warnings: list[str] = []
+    layout, candidates, class_dirs = _layout_and_candidates(root, ignored, listing_warnings)
+    for key in sorted(k for k in ignored if k.startswith("_")):
+        listing_warnings.append(
+            f"{ignored.pop(key)} '{key[1:]}' file(s) ignored; allowed extensions: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    with cache.lock():
+        old = cache.load_facts()
+        facts = _read_facts(candidates, old, cache, progress)
+        plan = _plan(root, layout, candidates, class_dirs, facts, cfg)
+        # Decode new files in the final split order, so their cache rows need no rearranging.
+        todo = [it for s in plan["items"] for it in plan["items"][s] if not facts[it.relpath].verified]
+        if todo and _verify(todo, facts, cache, cfg.image_size, progress):
+            plan = _plan(root, layout, candidates, class_dirs, facts, cfg)  # a new file failed to decode
+        if facts != old:
+            cache.save_facts(facts)
+    if strict and plan["empty_errors"]:
+        raise UserError(plan["empty_errors"][0])
+    return Scan(
+        root=root, layout=layout, classes=plan["classes"], items=plan["items"], skipped=plan["skipped"],
+        ignored=dict(ignored), warnings=listing_warnings + plan["warnings"], problems=plan["problems"],
+        leakage=plan["leakage"], duplicates=plan["duplicates"], stats=_image_stats(plan["items"]),
+        image_size=cfg.image_size, counters=cache.counters,
+    )
 
+
+def _plan(root: Path, layout: str, candidates, class_dirs, facts: dict[str, Fact], cfg: DataConfig) -> dict:
+    """Everything that follows from the facts: used/skipped, classes, splits, warnings, problems."""
     usable: dict[str, list[tuple[_Candidate, Fact]]] = defaultdict(list)
     skipped: list[Skipped] = []
     skipped_by_class: dict[str, Counter] = defaultdict(Counter)
@@ -120,7 +148,9 @@ def scan_folder(
             skipped.append(Skipped(str(c.path), reason, detail))
             skipped_by_class[c.cls][reason] += 1
 
+    warnings: list[str] = []
     problems: list[str] = []
+    empty_errors: list[str] = []
     classes = []
     for cls in sorted(class_dirs):
         if usable[cls]:
@@ -133,8 +163,7 @@ def scan_folder(
             warnings.append(f"class folder '{folder}' has no usable image ({what}); skipped (data.skip_empty_classes)")
             continue
         msg = f"class folder '{folder}' has no usable image ({what}); remove it or set data.skip_empty_classes: true"
-        if strict:
-            raise UserError(msg)
+        empty_errors.append(msg)
         problems.append(msg)
         classes.append(cls)
     for cls in classes:
@@ -157,11 +186,8 @@ def scan_folder(
     conflicting = [d for d in duplicates if len(set(d["classes"])) > 1]
     if conflicting:
         warnings.append(f"{len(conflicting)} identical image{'s' * (len(conflicting) != 1)} carry different class labels")
-    return Scan(
-        root=root, layout=layout, classes=classes, items=items, skipped=skipped, ignored=dict(ignored),
-        warnings=warnings, problems=problems, leakage=leakage, duplicates=duplicates,
-        stats=_image_stats(items), image_size=cfg.image_size, counters=cache.counters,
-    )
+    return {"classes": classes, "items": items, "skipped": skipped, "warnings": warnings, "problems": problems,
+            "empty_errors": empty_errors, "leakage": leakage, "duplicates": duplicates}
 
 
 # ------------------------------------------------------------- listing
@@ -255,54 +281,60 @@ def _class_files(root: Path, cdir: Path, split: str | None, ignored: Counter, wa
                 ignored["hidden"] += 1
             elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 ignored["not_image_extension"] += 1
+                if p.suffix.lower() in _OTHER_IMAGE_EXTENSIONS:
+                    ignored["_" + p.suffix.lower()] += 1
             else:
                 out.append(_Candidate(split, cdir.name, p, p.relative_to(root).as_posix()))
     return out
 
 
 # ---------------------------------------------------------------- facts
-def _facts_for(candidates: list[_Candidate], cache: DecodeCache, image_size: int, progress) -> dict[str, Fact]:
-    """Fact per candidate: from the cache when (size, mtime_ns) match, else hashed and decoded now."""
-    with cache.lock():
-        old = cache.load_facts()
-        by_sha1 = {f.sha1: f for f in old.values() if f.sha1 and f.reason != "unreadable"}
-        store = cache.store(image_size)
-        facts: dict[str, Fact] = {}
-        todo = []
-        for c in candidates:
-            try:
-                st = c.path.stat()
-            except OSError as e:
-                facts[c.relpath] = Fact(0, 0, None, reason="unreadable", detail=e.strerror or str(e))
-                continue
-            f = old.get(c.relpath)
-            if f is not None and f.size == st.st_size and f.mtime_ns == st.st_mtime_ns and f.reason != "unreadable":
-                facts[c.relpath] = f
-            else:
-                todo.append((c, st.st_size, st.st_mtime_ns))
-        done = len(candidates) - len(todo)
-        if progress:
-            progress(done, len(candidates))
-
-        def work(job):
-            c, size, mtime = job
-            return probe_file(c.path, c.relpath, size, mtime, image_size, by_sha1.get)
-
-        for probe in parallel_map(work, todo):
-            f = facts[probe.relpath] = probe.fact
-            cache.counters.hashed += f.sha1 is not None
-            if probe.pixels is not None:
-                cache.counters.decoded += 1
-                cache.fresh.add(f.sha1)
-                if store.lookup(probe.relpath, f.sha1) is None:
-                    store.append(probe.relpath, f.sha1, probe.pixels)
-            done += 1
-            if progress:
-                progress(done, len(candidates))
-        store.commit()
-        if todo or set(old) != set(facts):
-            cache.save_facts(facts)
+def _read_facts(candidates: list[_Candidate], old: dict[str, Fact], cache: DecodeCache, progress) -> dict[str, Fact]:
+    """Fact per candidate: from the cache when (size, mtime_ns) match, else hashed + header read now."""
+    by_sha1 = {f.sha1: f for f in old.values() if f.sha1 and f.verified}
+    facts: dict[str, Fact] = {}
+    todo = []
+    for c in candidates:
+        try:
+            st = c.path.stat()
+        except OSError as e:
+            facts[c.relpath] = Fact(0, 0, None, reason="unreadable", detail=e.strerror or str(e), verified=True)
+            continue
+        f = old.get(c.relpath)
+        if f is not None and f.size == st.st_size and f.mtime_ns == st.st_mtime_ns and f.reason != "unreadable":
+            facts[c.relpath] = f
+        else:
+            todo.append((c, st.st_size, st.st_mtime_ns))
+    for i, (c, f) in enumerate(zip(todo, parallel_map(lambda job: read_fact(job[0].path, job[1], job[2], by_sha1.get), todo))):
+        facts[c[0].relpath] = f
+        cache.counters.hashed += f.sha1 is not None
+        if progress and (i % 64 == 0 or i == len(todo) - 1):
+            progress("hashing", i + 1, len(todo))
     return facts
+
+
+def _verify(items: list[Item], facts: dict[str, Fact], cache: DecodeCache, image_size: int, progress) -> bool:
+    """Fully decode `items` (in order) into the cache rows; returns True when any failed."""
+    store = cache.store(image_size)
+    failed = False
+    jobs = parallel_map(lambda it: decode_checked(it.path, it.sha1, image_size), items)
+    try:
+        for i, (it, (pixels, err)) in enumerate(zip(items, jobs)):
+            f = facts[it.relpath]
+            if err is not None:
+                facts[it.relpath] = replace(f, reason=err.reason, detail=err.detail, verified=True)
+                failed = True
+            else:
+                facts[it.relpath] = replace(f, verified=True)
+                cache.counters.decoded += 1
+                cache.fresh.add(it.sha1)
+                if store.lookup(it.relpath, it.sha1) is None:
+                    store.append(it.relpath, it.sha1, pixels)
+            if progress and (i % 16 == 0 or i == len(items) - 1):
+                progress("decoding", i + 1, len(items))
+    finally:
+        store.commit()
+    return failed
 
 
 # --------------------------------------------------------------- splits
