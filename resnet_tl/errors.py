@@ -17,3 +17,14 @@ class ExportCheckFailed(Exception):
     """An exported model disagreed with the Keras model beyond the threshold (exit 1)."""
 
     exit_code = 1
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C after the last checkpoint was written (exit 130)."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir, epoch: int):
+        super().__init__(f"interrupted after epoch {epoch}")
+        self.run_dir = run_dir
+        self.epoch = epoch

@@ -61,8 +61,9 @@ def default_run_name(recipe_name: str) -> str:
     return f"{recipe_name}-{stamp}"
 
 
-def create_run_dir(out: str | Path, name: str) -> RunPaths:
-    """Make `out/name`, refusing names that escape `out` and existing folders."""
+def check_new_run(out: str | Path, name: str) -> Path:
+    """Refuse, before any work, a name that escapes `out`, an unusable `out`,
+    or an existing run folder; returns the folder-to-be (not created)."""
     if not _SAFE_NAME.match(name):
         raise UserError(f"--name: received {name!r}; allowed: letters, digits, '.', '_' and '-' (no path separators), starting with a letter or digit")
     out = Path(out)
@@ -75,6 +76,14 @@ def create_run_dir(out: str | Path, name: str) -> RunPaths:
     if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"--out '{out}': not writable")
     root = out / name
+    if root.exists():
+        raise UserError(f"run folder '{root}' already exists; choose another --name, or resume it with --resume {root}")
+    return root
+
+
+def create_run_dir(out: str | Path, name: str) -> RunPaths:
+    """Make `out/name` (see `check_new_run`); an existing folder is never reused."""
+    root = check_new_run(out, name)
     try:
         root.mkdir()
     except FileExistsError:

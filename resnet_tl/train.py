@@ -27,24 +27,13 @@ from typing import Any, Callable
 import numpy as np
 
 from resnet_tl import faults
-from resnet_tl.errors import UserError
+from resnet_tl.errors import Interrupted, UserError
 from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
 from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
 from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_status, write_status
 
 HISTORY_FIELDS = ("phase", "epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 CHECKPOINT_VERSION = 1
-
-
-class Interrupted(Exception):
-    """Training stopped on Ctrl-C after the last checkpoint was written (exit 130)."""
-
-    exit_code = 130
-
-    def __init__(self, run_dir: Path, epoch: int):
-        super().__init__(f"interrupted after epoch {epoch}")
-        self.run_dir = run_dir
-        self.epoch = epoch
 
 
 @dataclass
@@ -221,34 +210,31 @@ def train(
     'epoch', 'early_stop') for progress bars.
     """
     from resnet_tl import precision as precision_mod
+    from resnet_tl.runs import check_new_run
 
     t_start = time.time()
+    run_name = name or default_run_name(recipe.name)
+    if resume is None:
+        check_new_run(out, run_name)  # before minutes of decoding, not after
     setup = precision_mod.configure(recipe.train)
-    keras = __import__("keras")
-
     if dataset is None:
         from resnet_tl.data import load_dataset
 
         dataset = load_dataset(recipe.data)
-    ds = dataset
-    classes = list(ds.classes)
-    n_classes = len(classes)
-
-    paths, state = _open_run(recipe, out, name, resume, ds)
+    paths, state = _open_run(recipe, out, run_name, resume, dataset)
     notify = progress or (lambda event: None)
     try:
-        result = _run(recipe, paths, state, ds, setup, notify, t_start)
+        return _run(recipe, paths, state, dataset, setup, notify, t_start)
     except KeyboardInterrupt:
-        write_status(paths, "interrupted", epoch=_last_epoch(paths))
-        raise Interrupted(paths.root, _last_epoch(paths)) from None
+        epoch = _last_epoch(paths)
+        write_status(paths, "interrupted", epoch=epoch)
+        raise Interrupted(paths.root, epoch) from None
     except UserError:
         write_status(paths, "failed")
         raise
     except Exception as e:
         write_status(paths, "failed", error=f"{type(e).__name__}: {e}")
         raise
-    del keras, n_classes
-    return result
 
 
 def _last_epoch(paths: RunPaths) -> int:
@@ -264,7 +250,7 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, dict | N
     from resnet_tl.runs import open_run
 
     if resume is None:
-        paths = create_run_dir(out, name or default_run_name(recipe.name))
+        paths = create_run_dir(out, name)
         atomic_write_text(paths.recipe, dump_recipe(recipe))
         atomic_write_text(paths.labels, "\n".join(ds.classes) + "\n")
         if getattr(ds, "scan", None) is not None:
@@ -336,8 +322,6 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
     mix = None
     if dc.augment.mixup or dc.augment.cutmix:
         mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix}
-    loss_by_phase = {}
-    stopped_early = False
     patience_left = tc.patience
 
     for phase in phases[start_phase:]:
@@ -375,7 +359,6 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
         if first_epoch > 0 and state is not None and state.get("optimizer_phase") == phase.index:
             fit_model.optimizer.build(fit_model.trainable_variables)
             _assign(fit_model.optimizer.variables, state["arrays"], "optimizer/", "optimizer")
-        loss_by_phase[phase.index] = cfg.label_smoothing
 
         for e in range(first_epoch, cfg.epochs):
             t0 = time.time()
@@ -431,7 +414,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
                 break
         start_epoch_in_phase = 0
 
-    return _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases, stopped_early)
+    return _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases)
 
 
 def _features(extractor, x, batch_size, augmenter, view: int) -> np.ndarray:
@@ -460,7 +443,7 @@ class _EpochNotifier:
         return Notifier()
 
 
-def _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases, stopped_early) -> TrainResult:
+def _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases) -> TrainResult:
     """Restore the best weights, save model.keras, write metrics.json; mark complete."""
     from resnet_tl.evaluate import validation_metrics
 

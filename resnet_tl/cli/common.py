@@ -32,7 +32,7 @@ def cli_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from resnet_tl.errors import ExportCheckFailed, UserError
+        from resnet_tl.errors import ExportCheckFailed, Interrupted, UserError
 
         try:
             return fn(*args, **kwargs)
@@ -43,17 +43,15 @@ def cli_errors(fn: Callable) -> Callable:
         except ExportCheckFailed as e:
             err.print(f"[bold red]export check failed:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except Interrupted as e:
+            err.print(
+                f"interrupted after epoch {e.epoch}; the checkpoint is saved. Resume with:\n"
+                f"  resnet-tl train --resume {e.run_dir}",
+                highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
-        except Exception as e:  # Interrupted from the trainer carries the run folder
-            if type(e).__name__ == "Interrupted" and hasattr(e, "run_dir"):
-                err.print(
-                    f"interrupted after epoch {e.epoch}; the checkpoint is saved. Resume with:\n"
-                    f"  resnet-tl train --resume {e.run_dir}",
-                    highlight=False, soft_wrap=True,
-                )
-                raise typer.Exit(130) from None
-            raise
 
     return wrapper
