@@ -64,3 +64,24 @@ def tiny_recipe(schedule, backbone: str = "resnet20", image_size: int = 16, **se
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return build_recipe(raw)
+
+
+def bars_folder(root, n_per_class: int = 30, size: int = 16, seed: int = 0):
+    """The bars task as an image folder: root/hbar/*.png, root/vbar/*.png."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for label, cls in enumerate(("hbar", "vbar")):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            k = int(rng.integers(2, size - 4))
+            if label:
+                img[:, k:k + 3] = 230
+            else:
+                img[k:k + 3, :] = 230
+            Image.fromarray(img).save(root / cls / f"{i:02d}.png")
+    return root

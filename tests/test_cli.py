@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import bars_folder
 from typer.testing import CliRunner
 
 from resnet_tl.cli import app
@@ -80,20 +81,7 @@ def test_recipes_list_and_show():
 @pytest.mark.slow
 def test_train_from_the_cli_end_to_end(tmp_path):
     """A real folder, the real CLI in a subprocess, --json on stdout; then the stored recipe reproduces it."""
-    from PIL import Image
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for label, cls in enumerate(("h", "v")):
-        for i in range(12):
-            img = rng.integers(0, 60, (16, 16, 3)).astype(np.uint8)
-            k = int(rng.integers(2, 12))
-            if label:
-                img[:, k:k + 3] = 230
-            else:
-                img[k:k + 3, :] = 230
-            (tmp_path / "imgs" / cls).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(tmp_path / "imgs" / cls / f"{i}.png")
+    bars_folder(tmp_path / "imgs", n_per_class=12)
     args = [sys.executable, "-m", "resnet_tl", "train", "small-images", "--data", str(tmp_path / "imgs"),
             "--out", str(tmp_path / "runs"), "--name", "cli", "--set", "schedule.0.epochs=2",
             "--set", "data.image_size=16", "--set", "train.batch_size=8",

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+
+from helpers import bars_folder
 
 from resnet_tl.errors import UserError
 
@@ -26,21 +27,6 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = (2, 2)  # phase 0 (head only, cached features), phase 1 (everything)
 BATCHES_PER_EPOCH = 3  # 48 training images / batch 16
-
-
-def _folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for label, cls in enumerate(("hbar", "vbar")):
-        for i in range(30):
-            img = rng.integers(0, 60, (16, 16, 3)).astype(np.uint8)
-            k = int(rng.integers(2, 12))
-            if label:
-                img[:, k:k + 3] = 230
-            else:
-                img[k:k + 3, :] = 230
-            (root / cls).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(root / cls / f"{i:02d}.png")
-    return root
 
 
 def _recipe(path: Path, data: Path, cache: Path) -> Path:
@@ -60,7 +46,7 @@ def _recipe(path: Path, data: Path, cache: Path) -> Path:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("resume")
-    data = _folder(base / "images")
+    data = bars_folder(base / "images", n_per_class=30)
     recipe = _recipe(base / "recipe.yaml", data, base / "cache")
     return base, recipe
 
