@@ -1,7 +1,13 @@
-"""Precision, XLA and device discovery for the current Keras backend.
+"""Precision, XLA, devices and distribution for the current Keras backend.
 
 `configure(train_cfg)` resolves ``auto`` values against the hardware, sets
-the global Keras dtype policy and returns a `Setup` the trainer uses.
+the global Keras dtype policy (and, under JAX, the global distribution) and
+returns a `Setup` the trainer uses.
+
+Loss scaling: Keras wraps the optimizer in a ``LossScaleOptimizer`` when a
+model whose dtype policy is ``mixed_float16`` is compiled, on every backend;
+the trainer builds its models after `configure`, so nothing else is needed.
+``mixed_bfloat16`` has float32's range and needs no loss scaling.
 """
 
 from __future__ import annotations
@@ -26,6 +32,19 @@ class Setup:
     jit_compile: bool
     devices: list[Device] = field(default_factory=list)
     strategy: object | None = None  # tf.distribute strategy under TF, else None
+    distribute: str = "none"  # none | mirrored | multi-worker (resolved)
+    num_replicas: int = 1  # devices that share each global batch, all processes together
+    process_id: int = 0
+    num_processes: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        """Only process 0 writes the run folder."""
+        return self.process_id == 0
+
+    def process_batch_size(self, global_batch: int) -> int:
+        """Samples this process reads per step: the global batch over the processes."""
+        return global_batch // self.num_processes
 
     def scope(self):
         """Context in which variables are created (a distribution scope or nothing)."""
@@ -74,16 +93,41 @@ def resolve_precision(requested: str, devices: list[Device]) -> str:
     return "float32"
 
 
-def configure(cfg: TrainConfig) -> Setup:
-    """Set the global dtype policy for `cfg.precision`; resolve jit_compile."""
+def resolve_jit(requested, backend: str, devices: list[Device]) -> bool:
+    """auto: on for accelerators, and always under JAX, whose trainer otherwise
+    runs every op eagerly (20x slower on a CPU); off for TensorFlow on CPUs."""
+    if requested != "auto":
+        return bool(requested)
+    return backend == "jax" or any(d.kind != "cpu" for d in devices)
+
+
+def configure(cfg: TrainConfig, cluster=None) -> Setup:
+    """Set the global dtype policy for `cfg.precision`, resolve jit_compile and
+    set up `cfg.distribute`.
+
+    cluster: a `resnet_tl.distribute.Cluster` for multi-worker runs; default:
+    the one named by the RESNET_TL_* environment variables, if any.
+    """
+    from resnet_tl import distribute
     from resnet_tl.kerasenv import keras_module
 
     keras = keras_module()
 
     backend = keras.backend.backend()
+    if cluster is None:
+        cluster = distribute.cluster_from()
+    if cluster is not None and cfg.distribute in ("auto", "multi-worker") and backend == "jax":
+        distribute.start_cluster(cluster)  # before the first device query
     devices = list_devices(backend)
+    n_acc = sum(d.kind != "cpu" for d in devices)
+    mode = distribute.resolve_distribute(cfg.distribute, backend, n_acc, cluster)
     precision = resolve_precision(cfg.precision, devices)
     keras.mixed_precision.set_dtype_policy(precision)
-    accelerated = any(d.kind != "cpu" for d in devices)
-    jit = accelerated if cfg.jit_compile == "auto" else bool(cfg.jit_compile)
-    return Setup(precision=precision, backend=backend, jit_compile=jit, devices=devices)
+    jit = resolve_jit(cfg.jit_compile, backend, devices)
+    strategy, replicas = distribute.make_strategy(mode, backend)
+    distribute.check_batch_size(cfg.batch_size, replicas, cluster.num_processes if mode == "multi-worker" else 1)
+    setup = Setup(precision=precision, backend=backend, jit_compile=jit, devices=devices,
+                  strategy=strategy, distribute=mode, num_replicas=replicas)
+    if mode == "multi-worker":
+        setup.process_id, setup.num_processes = cluster.process_id, cluster.num_processes
+    return setup

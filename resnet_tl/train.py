@@ -56,18 +56,25 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- batches
-def _make_batches(x, y, n_classes, batch_size, seed, shuffle, class_weight=None, mix=None):
+def _make_batches(x, y, n_classes, batch_size, seed, shuffle, class_weight=None, mix=None, setup=None):
     """A Keras PyDataset of (pixels or features float32, one-hot labels[, sample weights]).
 
     Labels are one-hot so label smoothing, mixup and cutmix share one loss.
+    With a distributed `setup`, this process reads its own shard, in steps of
+    its part of the global `batch_size`; training drops a last partial batch
+    so that every step splits evenly across devices.
     """
     import keras
 
     from resnet_tl.data.batches import ArrayBatches
 
     mix = mix or {}
+    shard = {}
+    if setup is not None and setup.num_replicas > 1:
+        shard = dict(batch_size=setup.process_batch_size(batch_size), shard_index=setup.process_id,
+                     num_shards=setup.num_processes, drop_remainder=shuffle)
     batches = ArrayBatches(
-        x, y, batch_size, shuffle=shuffle, seed=seed, class_weight=class_weight,
+        x, y, **{"batch_size": batch_size, **shard}, shuffle=shuffle, seed=seed, class_weight=class_weight,
         mixup=mix.get("mixup", 0.0), cutmix=mix.get("cutmix", 0.0), num_classes=n_classes,
     )
     eye = np.eye(n_classes, dtype=np.float32)
@@ -133,7 +140,9 @@ def _remove_partials(folder: Path) -> None:
 
 
 def _variables_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
-    return {f"{prefix}{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    from resnet_tl.distribute import to_numpy
+
+    return {f"{prefix}{i:05d}": to_numpy(v) for i, v in enumerate(variables)}
 
 
 def _assign(variables, arrays: dict, prefix: str, what: str) -> None:
@@ -201,26 +210,34 @@ def train(
     resume: str | Path | None = None,
     dataset=None,
     progress: Callable[[dict], None] | None = None,
+    cluster=None,
 ) -> TrainResult:
     """Fine-tune per `recipe`; returns the run folder and final validation metrics.
 
     resume: a run folder to continue from its last checkpoint (its own stored
     recipe is used). dataset: an already loaded `resnet_tl.data.Dataset`
     (tests). progress: called with a dict per event ('phase', 'batch',
-    'epoch', 'early_stop') for progress bars.
+    'epoch', 'early_stop') for progress bars. cluster: a
+    `resnet_tl.distribute.Cluster` for multi-worker training (default: from
+    RESNET_TL_* environment variables); only process 0 writes the run
+    folder, the others write to a temporary folder they delete.
     """
     from resnet_tl import precision as precision_mod
     from resnet_tl.runs import check_new_run
 
     t_start = time.time()
+    setup = precision_mod.configure(recipe.train, cluster)
     run_name = name or default_run_name(recipe.name)
-    if resume is None:
+    if resume is None and setup.is_chief:
         check_new_run(out, run_name)  # before minutes of decoding, not after
-    setup = precision_mod.configure(recipe.train)
     if dataset is None:
         from resnet_tl.data import load_dataset
 
         dataset = load_dataset(recipe.data)
+    if setup.num_processes > 1 and resume is not None:
+        raise UserError("--resume: resuming a multi-worker run is not supported; start a new run")
+    if not setup.is_chief:
+        return _run_worker(recipe, dataset, setup, t_start)
     paths, state = _open_run(recipe, out, run_name, resume, dataset)
     notify = progress or (lambda event: None)
     try:
@@ -235,6 +252,22 @@ def train(
     except Exception as e:
         write_status(paths, "failed", error=f"{type(e).__name__}: {e}")
         raise
+
+
+def _run_worker(recipe: Recipe, ds, setup, t_start) -> TrainResult:
+    """A non-chief process of a multi-worker run: trains in step with the
+    chief, writing its files to a temporary folder deleted afterwards."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="resnet-tl-worker-"))
+    try:
+        paths, state = _open_run(recipe, scratch, "run", None, ds)
+        result = _run(recipe, paths, state, ds, setup, lambda event: None, t_start)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.run_dir = None
+    return result
 
 
 def _last_epoch(paths: RunPaths) -> int:
@@ -329,7 +362,9 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
         apply_freezing(classifier, phase)
         first_epoch = start_epoch_in_phase if phase.index == start_phase else 0
         notify({"event": "phase", "phase": phase.index, "name": phase.name, "stages": list(phase.stages), "epochs": cfg.epochs})
-        cached = phase.uses_feature_cache
+        # Multi-worker runs train the head live: cached features would need
+        # eager calls on weights that span other processes.
+        cached = phase.uses_feature_cache and setup.num_processes == 1
         if cached:
             extractor = feature_extractor(classifier)
             feats_val = _features(extractor, ds.x_val, tc.batch_size, None, 0)
@@ -346,7 +381,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
                 inputs = keras.Input((dc.image_size, dc.image_size, 3), name="image")
                 x = augmenter(inputs) if augmenter is not None else inputs
                 fit_model = keras.Model(inputs, classifier(x), name="trainer")
-        steps = math.ceil(len(ds.y_train) / tc.batch_size)
+        steps = len(_make_batches(ds.x_train, ds.y_train, n_classes, tc.batch_size, 0, True, setup=setup))
         with setup.scope():
             optimizer = make_optimizer(cfg, steps, lr_multipliers(classifier, phase, spec.stages))
             fit_model.compile(
@@ -368,9 +403,9 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
             else:
                 x_tr, x_va = ds.x_train, ds.x_val
             # A seed per phase: each phase sees its own sequence of epoch orders.
-            batches = _make_batches(x_tr, ds.y_train, n_classes, tc.batch_size, tc.seed + 7919 * phase.index, True, class_weight, mix)
+            batches = _make_batches(x_tr, ds.y_train, n_classes, tc.batch_size, tc.seed + 7919 * phase.index, True, class_weight, mix, setup)
             batches.set_epoch(e)
-            val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, False)
+            val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, False, setup=setup)
             cb = _EpochNotifier(notify, phase, epochs_done + 1, len(batches), tc.batch_size)
             # shuffle=False: our batches are already shuffled per (seed, phase, epoch);
             # Keras would reorder them again with the process-global `random`.
@@ -414,6 +449,10 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
                 break
         start_epoch_in_phase = 0
 
+    if setup.num_processes > 1:
+        from resnet_tl.distribute import local_copy
+
+        classifier = local_copy(classifier, lambda: build_classifier(recipe.model, n_classes, dc.image_size))
     return _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases)
 
 

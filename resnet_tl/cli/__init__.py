@@ -12,6 +12,8 @@ from resnet_tl.cli import data as data_cmd
 from resnet_tl.cli import recipes as recipes_cmd
 from resnet_tl.cli.export import export
 from resnet_tl.cli.train import train
+from resnet_tl.cli.bench import bench
+from resnet_tl.cli.info import info
 
 app = typer.Typer(
     name="resnet-tl",
@@ -24,6 +26,8 @@ app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
 app.command(help="Export a run to SavedModel, TFLite, ONNX or .keras and check each in its runtime.")(export)
 app.add_typer(recipes_cmd.app, name="recipes")
 app.add_typer(data_cmd.app, name="data")
+app.command(help="Training and inference images/s of a recipe's model on synthetic data.")(bench)
+app.command(help="Versions, backend, devices, mixed precision and XLA support, cache folder.")(info)
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: --set schedule.0.epochs=3 (repeatable).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run folder from its last checkpoint.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded schedule and exit without training.")] = False,
+    coordinator: Annotated[Optional[str], typer.Option("--coordinator", help="Multi-worker (JAX): HOST:PORT of process 0 [env RESNET_TL_COORDINATOR].")] = None,
+    num_processes: Annotated[Optional[int], typer.Option("--num-processes", help="Multi-worker: number of processes [env RESNET_TL_NUM_PROCESSES].")] = None,
+    process_id: Annotated[Optional[int], typer.Option("--process-id", help="Multi-worker: this process, 0..N-1; 0 writes the run folder [env RESNET_TL_PROCESS_ID].")] = None,
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.recipe import load_recipe
@@ -34,10 +37,16 @@ def train(
         emit_json(rows) if json_ else _render_plan(rows)
         return
     from resnet_tl.cli.progress import TrainProgress
+    from resnet_tl.distribute import cluster_from
     from resnet_tl.train import train as run_training
 
-    with TrainProgress(err, enabled=not json_) as progress:
-        result = run_training(r, out=out_dir, name=name, resume=resume, progress=progress)
+    cluster = cluster_from(coordinator, num_processes, process_id)
+    chief = cluster is None or cluster.process_id == 0
+    with TrainProgress(err, enabled=not json_ and chief) as progress:
+        result = run_training(r, out=out_dir, name=name, resume=resume, progress=progress, cluster=cluster)
+    if not chief:
+        err.print(f"worker {cluster.process_id} of {cluster.num_processes}: done; process 0 wrote the run folder", highlight=False)
+        return
     if json_:
         emit_json(result.to_dict())
     else:

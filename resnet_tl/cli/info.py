@@ -1,0 +1,28 @@
+"""`resnet-tl info`: versions, backend, devices, precision and XLA support, cache folder."""
+
+from __future__ import annotations
+
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, out
+
+
+@cli_errors
+def info(json_: JsonOpt = False) -> None:
+    """What this installation runs on: versions, backend, devices, mixed precision, XLA, cache."""
+    from resnet_tl.sysinfo import system_info
+
+    doc = system_info()
+    if json_:
+        emit_json(doc)
+        return
+    from rich.table import Table
+
+    t = Table("", "", title="resnet-tl info", show_header=False)
+    for name, version in doc["versions"].items():
+        t.add_row(name, version or "not installed")
+    t.add_row("backend", doc["backend"])
+    t.add_row("devices", ", ".join(f"{d['kind']}: {d['name']}" for d in doc["devices"]))
+    t.add_row("precision (auto)", doc["precision_auto"])
+    t.add_row("mixed precision", ", ".join(doc["mixed_precision"]) or "none")
+    t.add_row("XLA", "yes" if doc["xla"] else "no")
+    t.add_row("cache dir", doc["cache_dir"])
+    out.print(t)

@@ -1,0 +1,71 @@
+"""What this installation runs on, for `resnet-tl info`: versions, backend,
+devices, which mixed precision policies the hardware runs fast, XLA, caches."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("resnet-tl", "keras", "tensorflow", "jax", "jaxlib", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions (None when absent), read without importing the packages."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    if out["resnet-tl"] is None:  # a checkout run with PYTHONPATH
+        from resnet_tl import __version__
+
+        out["resnet-tl"] = __version__
+    return out
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def fast_mixed_precision(devices, flags: set[str]) -> list[str]:
+    """Policies with hardware support: float16 on tensor-core GPUs (>= 7.0),
+    bfloat16 on GPUs >= 8.0, TPUs and CPUs with AVX512_BF16 or AMX."""
+    gpus = [d for d in devices if d.kind == "gpu"]
+    caps = [tuple(d.compute_capability or (0, 0)) for d in gpus]
+    out = []
+    if gpus and all(c >= (7, 0) for c in caps):
+        out.append("mixed_float16")
+    if (gpus and all(c >= (8, 0) for c in caps)) or any(d.kind == "tpu" for d in devices) or (
+        not gpus and flags & {"avx512_bf16", "amx_bf16"}
+    ):
+        out.append("mixed_bfloat16")
+    return out
+
+
+def system_info() -> dict:
+    """One JSON-ready document (imports the Keras backend to list devices)."""
+    from resnet_tl.data.cache import default_cache_dir
+    from resnet_tl.kerasenv import keras_module
+    from resnet_tl.precision import list_devices, resolve_jit, resolve_precision
+
+    keras = keras_module()
+    backend = keras.backend.backend()
+    devices = list_devices(backend)
+    return {
+        "versions": package_versions(),
+        "backend": backend,
+        "devices": [{"kind": d.kind, "name": d.name, "compute_capability": d.compute_capability} for d in devices],
+        "precision_auto": resolve_precision("auto", devices),
+        "mixed_precision": fast_mixed_precision(devices, cpu_flags()),
+        "xla": backend in ("tensorflow", "jax"),
+        "jit_compile_auto": resolve_jit("auto", backend, devices),
+        "cache_dir": str(default_cache_dir()),
+    }
