@@ -86,7 +86,8 @@ def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
     side = min(max(3.0, 0.45 * n + 2.0), 14.0)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
-    names = [c if len(c) <= 18 else c[:17] + "\u2026" for c in classes]
+    # "$" would start matplotlib mathtext in a class name.
+    names = [(c if len(c) <= 18 else c[:17] + "\u2026").replace("$", r"\$") for c in classes]
     font = max(4, min(9, int(160 / max(n, 1))))
     for ax, values, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall on the diagonal)", ".2f")):
         im = ax.imshow(values, cmap="Blues", vmin=0, vmax=(values.max() if values.size and values.max() > 0 else 1))
