@@ -1,0 +1,45 @@
+"""`resnet-tl export`: parse flags, call `resnet_tl.export.export_run`, render the parity report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+
+
+@cli_errors
+def export(
+    run: Annotated[str, typer.Argument(help="A finished run folder (holds model.keras, recipe.yaml, labels.txt).")],
+    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | keras | all (repeatable; default: recipe export.formats).")] = None,
+    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="none | float16 | dynamic | int8, TFLite only (repeatable; default: recipe export.quantize).")] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity check in each artifact's runtime.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    from resnet_tl.errors import ExportCheckFailed
+    from resnet_tl.export import export_run
+
+    say = (lambda msg: None) if json_ else (lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+    try:
+        result = export_run(run, format_, quantize, check=not no_check, progress=say)
+    except ExportCheckFailed as e:
+        _show(e.result, json_)
+        raise
+    _show(result, json_)
+
+
+def _show(result, json_: bool) -> None:
+    if json_:
+        emit_json(result.to_dict())
+        return
+    from rich.table import Table
+
+    t = Table("artifact", "runtime", "check", "agreement", "accuracy (keras)", "max |dp|", "size", "latency", title=f"export {result.export_dir}")
+    for a in result.artifacts:
+        p = a.parity or {}
+        t.add_row(a.path, a.runtime, {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
+                  f"{p['agreement']:.4f}" if p else "-", f"{p['accuracy']:.4f} ({p['keras_accuracy']:.4f})" if p else "-",
+                  f"{p['max_abs_diff']:.2g}" if p else "-", f"{a.size_bytes / 1e6:.2f} MB", f"{p['latency_ms']:.2f} ms" if p else "-")
+    out.print(t)
+    out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)

@@ -1,0 +1,523 @@
+"""Export a run's classifier for servers and phones, then check each artifact in its real runtime.
+
+    export_run("runs/x", formats=["all"], quantize=["none", "int8"]) -> ExportResult
+
+Writes ``RUN/export/``: one artifact per (format, quantisation) from the
+`FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
+dtypes and quantisation, preprocessing note), ``labels.txt`` and
+``manifest.json``. Unless ``check=False``, every artifact is loaded by
+`resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime)
+and run over the validation split; its top-1 agreement with the Keras model
+must reach ``export.min_agreement_float`` (``min_agreement_int8`` for int8).
+Below it the files stay, the manifest marks them ``"check": "failed"`` and
+`ExportCheckFailed` is raised last.
+
+TensorFlow is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from resnet_tl.errors import ExportCheckFailed, UserError
+from resnet_tl.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from resnet_tl.recipe import ExportConfig, Recipe
+from resnet_tl.runs import RunPaths
+
+PREPROCESSING_NOTE = (
+    "Feed RGB pixels 0..255 (uint8, or float32 where the input dtype says so), resized to "
+    "image_size x image_size (whole image, bilinear, no crop); the backbone's normalisation is inside the model."
+)
+QUANT_NAMES = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format: where its files go, how it is written, what runs it."""
+
+    filename: Callable[[str], str]  # quantize -> artifact path inside export/
+    sidecar: Callable[[str], str]  # quantize -> sidecar JSON name inside export/
+    writer: str  # name of the writer function in this module
+    runtime: str
+    quantize: tuple[str, ...] = ("none",)
+
+
+FORMATS: dict[str, Format] = {
+    "keras": Format(lambda q: "model.keras", lambda q: "model.json", "_write_keras", "keras"),
+    "savedmodel": Format(lambda q: "savedmodel", lambda q: "savedmodel.json", "_write_savedmodel", "tensorflow"),
+    "tflite": Format(lambda q: f"model_{QUANT_NAMES[q]}.tflite", lambda q: f"model_{QUANT_NAMES[q]}.json",
+                     "_write_tflite", "litert", ("none", "float16", "dynamic", "int8")),
+    "onnx": Format(lambda q: "model.onnx", lambda q: "model_onnx.json", "_write_onnx", "onnxruntime"),
+}
+
+
+@dataclass
+class Artifact:
+    format: str
+    quantize: str
+    path: str  # relative to the export folder
+    sidecar: str
+    runtime: str
+    size_bytes: int = 0
+    sha256: str = ""
+    check: str = "skipped"  # passed | failed | skipped
+    parity: dict | None = None
+    io: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ExportResult:
+    export_dir: Path
+    artifacts: list[Artifact]
+    versions: dict[str, str]
+    n_check_images: int
+    seconds: float
+
+    @property
+    def failed(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.check == "failed"]
+
+    def to_dict(self) -> dict:
+        return {"export_dir": str(self.export_dir), "check": _overall(self.artifacts),
+                "n_check_images": self.n_check_images, "seconds": round(self.seconds, 2),
+                "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts]}
+
+
+# ------------------------------------------------------------------- plan
+def plan_artifacts(formats: list[str], quantize: list[str]) -> list[tuple[str, str]]:
+    """(format, quantize) pairs to write; non-quantisable formats are written once, in float."""
+    fmts = list(FORMATS) if "all" in formats else list(dict.fromkeys(formats))
+    for f in fmts:
+        if f not in FORMATS:
+            raise UserError(f"--format: received {f!r}; allowed: {', '.join(FORMATS)}, all")
+    quants = list(dict.fromkeys(quantize))
+    for q in quants:
+        if q not in QUANT_NAMES:
+            raise UserError(f"--quantize: received {q!r}; allowed: {', '.join(QUANT_NAMES)}")
+    if not fmts or not quants:
+        raise UserError(f"export: received formats={fmts} quantize={quants}; allowed: at least one of each")
+    pairs = []
+    for f in fmts:
+        allowed = FORMATS[f].quantize
+        chosen = [q for q in quants if q in allowed] if len(allowed) > 1 else ["none"]
+        pairs += [(f, q) for q in chosen]
+    unused = [q for q in quants if q != "none" and not any(q == pq for _, pq in pairs)]
+    if unused:
+        raise UserError(f"--quantize {unused[0]}: applies only to format tflite; formats received: {', '.join(fmts)}")
+    return pairs
+
+
+# ------------------------------------------------------------------- export
+def export_run(
+    run_dir: str | Path,
+    formats: list[str] | None = None,
+    quantize: list[str] | None = None,
+    *,
+    check: bool = True,
+    dataset=None,
+    representative: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export `run_dir`'s model.keras to `formats` x `quantize` (default: the recipe's export section).
+
+    dataset: arrays with x_train/y_train/x_val/y_val (tests; default: the
+    recipe's data folder, loaded through the decode cache). representative:
+    uint8 images that calibrate int8 (default: a class-stratified sample of
+    the training split). Raises ExportCheckFailed after writing everything
+    when an artifact disagrees with the Keras model beyond the threshold.
+    """
+    t0 = time.time()
+    say = progress or (lambda msg: None)
+    paths, recipe, labels = _open_run(run_dir)
+    cfg = recipe.export
+    pairs = plan_artifacts(formats or list(cfg.formats), quantize or list(cfg.quantize))
+    tf = import_tensorflow()
+    keras = _keras()
+
+    model = _load_model(paths.model)
+    float_model = float32_copy(model, recipe, len(labels))
+    image_size = int(model.input_shape[1])
+    needs_data = check or any(q == "int8" for _, q in pairs)
+    if needs_data and dataset is None:
+        from resnet_tl.data import load_dataset
+
+        say("loading the dataset (decode cache)")
+        dataset = load_dataset(recipe.data)
+    if representative is None and any(q == "int8" for _, q in pairs):
+        representative = representative_sample(dataset.x_train, dataset.y_train, cfg.representative_samples, recipe.train.seed)
+
+    out = paths.export_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "labels.txt", "".join(f"{c}\n" for c in labels))
+    ctx = _Context(tf=tf, keras=keras, model=model, float_model=float_model, paths=paths, cfg=cfg,
+                   image_size=image_size, labels=labels, representative=representative)
+
+    reference = None
+    if check:
+        say("running the Keras model over the validation split")
+        reference = np.asarray(model.predict(np.asarray(dataset.x_val, np.float32), batch_size=64, verbose=0), np.float32)
+    artifacts = []
+    try:
+        artifacts = _write_all(ctx, pairs, out, check, dataset, reference, say)
+    finally:
+        if ctx.scratch is not None:
+            shutil.rmtree(ctx.scratch, ignore_errors=True)
+
+    result = ExportResult(out, artifacts, runtime_versions(any(a.format == "onnx" for a in artifacts)),
+                          len(dataset.y_val) if check else 0, time.time() - t0)
+    _write_manifest(result, paths, cfg, image_size, labels)
+    if result.failed:
+        err = ExportCheckFailed("; ".join(
+            f"{a.path}: top-1 agreement {a.parity['agreement']:.4f} < {threshold(cfg, a.quantize)}" for a in result.failed
+        ) + f" (files kept in {out}, marked failed in manifest.json)")
+        err.result = result
+        raise err
+    return result
+
+
+def _write_all(ctx, pairs, out: Path, check: bool, dataset, reference, say) -> list[Artifact]:
+    artifacts = []
+    for fmt, q in pairs:
+        spec = FORMATS[fmt]
+        art = Artifact(fmt, q, spec.filename(q), spec.sidecar(q), spec.runtime)
+        say(f"writing {art.path}")
+        globals()[spec.writer](ctx, out / art.path, q)
+        art.size_bytes, art.sha256 = _size_and_hash(out / art.path)
+        art.io = _io_details(out / art.path, fmt)
+        atomic_write_json(out / art.sidecar, _sidecar(art, ctx), indent=2)
+        if check:
+            say(f"checking {art.path} in {art.runtime}")
+            art.parity = parity(out / art.path, dataset.x_val, dataset.y_val, reference, ctx.cfg.latency_images)
+            art.check = "passed" if art.parity["agreement"] >= threshold(ctx.cfg, q) else "failed"
+        artifacts.append(art)
+    return artifacts
+
+
+@dataclass
+class _Context:
+    tf: object
+    keras: object
+    model: object
+    float_model: object
+    paths: RunPaths
+    cfg: ExportConfig
+    image_size: int
+    labels: list[str]
+    representative: np.ndarray | None
+    scratch: Path | None = None
+
+
+def threshold(cfg: ExportConfig, quantize: str) -> float:
+    return cfg.min_agreement_int8 if quantize == "int8" else cfg.min_agreement_float
+
+
+def _overall(artifacts: list[Artifact]) -> str:
+    checks = {a.check for a in artifacts}
+    return "failed" if "failed" in checks else ("skipped" if checks == {"skipped"} else "passed")
+
+
+# ------------------------------------------------------------------- loading
+def import_tensorflow():
+    """TensorFlow, quietly; a UserError where it is not installed (e.g. a JAX-only install)."""
+    from resnet_tl.runtimes import _import_tf
+
+    return _import_tf()
+
+
+def _keras():
+    from resnet_tl.kerasenv import keras_module
+
+    keras = keras_module()
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"export: Keras backend is {keras.backend.backend()!r}; allowed: tensorflow (set KERAS_BACKEND=tensorflow)")
+    return keras
+
+
+def _open_run(run_dir) -> tuple[RunPaths, Recipe, list[str]]:
+    from resnet_tl.recipe import load_recipe
+
+    paths = RunPaths(Path(run_dir))
+    for p in (paths.model, paths.recipe, paths.labels):
+        if not p.is_file():
+            raise UserError(f"run folder '{paths.root}': {p.name} missing; allowed: a finished run folder (resnet-tl train)")
+    labels = [line.strip() for line in paths.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return paths, load_recipe(str(paths.recipe)), labels
+
+
+def _load_model(path: Path):
+    keras = _keras()
+    import resnet_tl.model  # noqa: F401  registers Preprocess
+
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+def float32_copy(model, recipe: Recipe, n_classes: int):
+    """`model` itself when it computes in float32; else the same classifier rebuilt
+    under the float32 policy with the weights copied (converters need float32 compute)."""
+    keras = _keras()
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _leaf_layers(model)):
+        return model
+    from resnet_tl.model import build_classifier
+
+    before = keras.config.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        rebuilt = build_classifier(recipe.model.model_copy(update={"weights": "none"}), n_classes, int(model.input_shape[1]))
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
+    rebuilt.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return rebuilt
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        yield from (_leaf_layers(layer) if hasattr(layer, "layers") and layer.layers else [layer])
+
+
+def representative_sample(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Up to `n` images, drawn round-robin over classes (each class shuffled), so every class is seen."""
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
+    order = [idx[i] for i in range(max(map(len, per_class), default=0)) for idx in per_class if i < len(idx)]
+    return np.asarray(x[np.sort(order[:n])])
+
+
+# ------------------------------------------------------------------- writers
+def _write_keras(ctx: _Context, dest: Path, q: str) -> None:
+    atomic_write_bytes(dest, ctx.paths.model.read_bytes())
+
+
+def _serving_functions(ctx: _Context):
+    """(images uint8 -> probabilities, image_bytes -> probabilities) as tf.functions over the float32 model."""
+    tf, model, s = ctx.tf, ctx.float_model, ctx.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, s, s, 3], tf.uint8, name="images")])
+    def serve(images):
+        return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
+
+    def decode(data):
+        img = tf.io.decode_image(data, channels=3, expand_animations=False)
+        # Squash the whole image to s x s; antialiased bilinear like Pillow's BILINEAR resize.
+        img = tf.image.resize(tf.cast(img, tf.float32), [s, s], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
+        return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
+
+    return serve, serve_bytes
+
+
+def _write_savedmodel(ctx: _Context, dest: Path, q: str) -> None:
+    serve, serve_bytes = _serving_functions(ctx)
+    archive = ctx.keras.export.ExportArchive()
+    archive.track(ctx.float_model)
+    archive.add_endpoint("serving_default", serve)
+    archive.add_endpoint("serving_bytes", serve_bytes)
+    with atomic_dir(dest) as tmp:
+        with _quiet():
+            archive.write_out(str(tmp), verbose=False)
+
+
+def _write_tflite(ctx: _Context, dest: Path, q: str) -> None:
+    # Converting from a SavedModel freezes the Keras variables into constants;
+    # from_concrete_functions leaves READ_VARIABLE ops that break int8 calibration.
+    converter = ctx.tf.lite.TFLiteConverter.from_saved_model(str(_float_savedmodel(ctx)))
+    _configure_quantization(converter, ctx.tf, q, ctx)
+    with _quiet():
+        flatbuffer = converter.convert()
+    atomic_write_bytes(dest, flatbuffer)
+
+
+def _float_savedmodel(ctx: _Context) -> Path:
+    """A scratch SavedModel of the float32 model (float pixels in), written once per export."""
+    if ctx.scratch is None:
+        ctx.scratch = Path(tempfile.mkdtemp(prefix="resnet-tl-export-"))
+        tf, s, model = ctx.tf, ctx.image_size, ctx.float_model
+        archive = ctx.keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", tf.function(lambda image: model(image, training=False)),
+                             input_signature=[tf.TensorSpec([None, s, s, 3], tf.float32, name="image")])
+        with _quiet():
+            archive.write_out(str(ctx.scratch / "sm"), verbose=False)
+    return ctx.scratch / "sm"
+
+
+def _configure_quantization(converter, tf, q: str, ctx: _Context) -> None:
+    if q == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if q == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif q == "int8":
+        rep = ctx.representative
+        if rep is None or len(rep) == 0:
+            raise UserError("export int8: no representative images; allowed: a training split with images")
+        converter.representative_dataset = lambda: ([rep[i:i + 1].astype(np.float32)] for i in range(len(rep)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[ctx.cfg.int8_io]
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+
+
+def _write_onnx(ctx: _Context, dest: Path, q: str) -> None:
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise UserError('export --format onnx needs the onnx extra: pip install "resnet-tl[onnx]" (tf2onnx, onnx, onnxruntime)') from None
+    with atomic_path(dest) as tmp, _quiet():
+        ctx.float_model.export(str(tmp), format="onnx", verbose=False)
+
+
+# ------------------------------------------------------------------- checks
+def parity(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, latency_images: int) -> dict:
+    """Run the artifact in its own runtime over (x, y) and compare with the Keras `reference` probabilities."""
+    from resnet_tl.runtimes import load_predictor
+
+    predictor = load_predictor(path, batch_size=64)
+    probs = predictor(np.asarray(x))
+    pred, ref = probs.argmax(1), reference.argmax(1)
+    y = np.asarray(y)
+    return {
+        "agreement": float(np.mean(pred == ref)),
+        "accuracy": float(np.mean(pred == y)),
+        "keras_accuracy": float(np.mean(ref == y)),
+        "max_abs_diff": float(np.max(np.abs(probs - reference))),
+        "predicted_classes": int(len(np.unique(pred))),
+        "latency_ms": latency_ms(predictor, x, latency_images),
+    }
+
+
+def latency_ms(predictor, x: np.ndarray, n: int) -> float:
+    """Mean wall time of one single-image call, after one warm-up call."""
+    single = np.asarray(x[:1])
+    predictor(single)
+    n = max(1, n)
+    images = [np.asarray(x[i % len(x)][None]) for i in range(n)]
+    t = time.perf_counter()
+    for img in images:
+        predictor(img)
+    return round((time.perf_counter() - t) / n * 1000.0, 3)
+
+
+# ------------------------------------------------------------------- sidecars and manifest
+def _io_details(path: Path, fmt: str) -> dict:
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path))
+
+        def one(d):
+            scale, zero = d["quantization"]
+            return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": [int(v) for v in d["shape_signature"]],
+                    "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
+
+        return {"input": one(interp.get_input_details()[0]), "output": one(interp.get_output_details()[0])}
+    in_dtype, in_name = {"savedmodel": ("uint8", "images"), "keras": ("float32", "image"), "onnx": ("float32", "image")}[fmt]
+    return {"input": {"name": in_name, "dtype": in_dtype, "shape": [None, None, None, 3], "quantization": None},
+            "output": {"name": "probabilities", "dtype": "float32", "shape": [None, None], "quantization": None}}
+
+
+def _sidecar(art: Artifact, ctx: _Context) -> dict:
+    io = {k: dict(v, shape=[None if i == 0 else (ctx.image_size if i in (1, 2) and k == "input" else d)
+                            for i, d in enumerate(v["shape"])]) for k, v in art.io.items()}
+    io["output"]["shape"] = [None, len(ctx.labels)]
+    extra = {"signatures": {"serving_default": "images uint8 (None, S, S, 3) -> probabilities float32 (None, C)",
+                            "serving_bytes": "image_bytes string (None,) JPEG/PNG -> probabilities float32 (None, C)"}} \
+        if art.format == "savedmodel" else {}
+    return {"format": art.format, "file": art.path, "quantize": art.quantize, "labels": ctx.labels,
+            "image_size": ctx.image_size, **io, "preprocessing": PREPROCESSING_NOTE, **extra}
+
+
+def runtime_versions(onnx: bool) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["tensorflow", "keras", "ai-edge-litert"] + (["onnxruntime", "tf2onnx", "onnx"] if onnx else [])
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _write_manifest(result: ExportResult, paths: RunPaths, cfg: ExportConfig, image_size: int, labels: list[str]) -> None:
+    doc = {
+        "run": str(paths.root),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "image_size": image_size,
+        "labels": labels,
+        "check": _overall(result.artifacts),
+        "thresholds": {"float": cfg.min_agreement_float, "int8": cfg.min_agreement_int8},
+        "n_check_images": result.n_check_images,
+        "versions": result.versions,
+        "artifacts": [a.to_dict() for a in result.artifacts],
+    }
+    atomic_write_json(result.export_dir / "manifest.json", doc, indent=2)
+
+
+def _size_and_hash(path: Path) -> tuple[int, str]:
+    """Bytes and sha256 of a file; for a folder, over its files' relative paths and contents, sorted."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    size = 0
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        size += f.stat().st_size
+    return size, h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path):
+    """A temporary folder beside `dest`, swapped in for it on success (the old one removed), dropped on failure."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give it the mode a plain mkdir would
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    from resnet_tl.io import _UMASK
+
+    return _UMASK
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Converters print MLIR and absl chatter on fd 2; keep it off the user's terminal."""
+    from resnet_tl.kerasenv import _fd2_silenced
+
+    with _fd2_silenced():
+        yield

@@ -1,0 +1,223 @@
+"""One callable interface over every model file resnet-tl writes.
+
+    predictor = load_predictor("runs/x/export/model_int8.tflite")
+    probs = predictor(images)        # uint8 (B, S, S, 3) RGB -> float32 (B, C)
+    predictor.image_size, predictor.labels, predictor.format
+
+Formats, chosen from the path: ``.keras`` files (Keras), SavedModel folders
+(TensorFlow, signature ``serving_default``), ``.tflite`` files (LiteRT's
+interpreter, quantized input/output handled with the tensor's own scale and
+zero point) and ``.onnx`` files (onnxruntime). Each runs in its real runtime,
+imported only when a model of that format is loaded.
+
+Labels come from the sidecar JSON beside the model (``<stem>_<format>.json``
+or ``<stem>.json``; ``savedmodel.json`` for a ``savedmodel/`` folder), else a
+``labels.txt`` beside it (or inside a SavedModel folder), else None.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from resnet_tl.errors import UserError
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+
+
+class Predictor:
+    """uint8 RGB images (B, S, S, 3) -> float32 class probabilities (B, C)."""
+
+    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], *, path: Path, format: str,
+                 image_size: int, labels: list[str] | None, sidecar: dict | None, batch_size: int = 32):
+        self._run_batch = run_batch
+        self.path = path
+        self.format = format
+        self.image_size = image_size
+        self.labels = labels
+        self.sidecar = sidecar
+        self.batch_size = batch_size
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = self._check(images)
+        if len(x) == 0:
+            n = len(self.labels) if self.labels else 0
+            return np.zeros((0, n), np.float32)
+        outs = [self._run_batch(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def _check(self, images) -> np.ndarray:
+        x = np.asarray(images)
+        s = self.image_size
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != (s, s, 3):
+            raise UserError(f"images for {self.path}: received shape {x.shape}; allowed: (B, {s}, {s}, 3) RGB")
+        if x.dtype != np.uint8:
+            x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return x
+
+    def __repr__(self) -> str:
+        return f"Predictor(format={self.format!r}, path='{self.path}', image_size={self.image_size})"
+
+
+def detect_format(path: str | Path) -> str:
+    """keras | savedmodel | tflite | onnx, from the path; UserError otherwise."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "saved_model.pb").exists():
+            return "savedmodel"
+        raise UserError(f"model '{p}': a folder without saved_model.pb; allowed: a SavedModel folder or a .keras/.tflite/.onnx file")
+    if not p.exists():
+        raise UserError(f"model '{p}': no such file or folder")
+    fmt = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}.get(p.suffix.lower())
+    if fmt is None:
+        raise UserError(f"model '{p}': received suffix {p.suffix!r}; allowed: .keras, .tflite, .onnx or a SavedModel folder")
+    return fmt
+
+
+def load_predictor(path: str | Path, batch_size: int = 32, num_threads: int | None = None) -> Predictor:
+    """Load any model resnet-tl writes into a `Predictor`."""
+    p = Path(path)
+    fmt = detect_format(p)
+    sidecar = read_sidecar(p, fmt)
+    run_batch, image_size = _LOADERS[fmt](p, num_threads)
+    labels = (sidecar or {}).get("labels") or _labels_beside(p)
+    return Predictor(run_batch, path=p, format=fmt, image_size=int(image_size), labels=labels,
+                     sidecar=sidecar, batch_size=batch_size)
+
+
+# ------------------------------------------------------------------ sidecars
+def sidecar_candidates(path: Path, fmt: str) -> list[Path]:
+    if fmt == "savedmodel":
+        return [path.parent / f"{path.name}.json"]
+    return [path.with_name(f"{path.stem}_{fmt}.json"), path.with_suffix(".json")]
+
+
+def read_sidecar(path: Path, fmt: str) -> dict | None:
+    for c in sidecar_candidates(path, fmt):
+        if c.is_file():
+            try:
+                return json.loads(c.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise UserError(f"sidecar '{c}': not readable JSON ({e})") from None
+    return None
+
+
+def _labels_beside(path: Path) -> list[str] | None:
+    for c in ([path / "labels.txt"] if path.is_dir() else []) + [path.parent / "labels.txt"]:
+        if c.is_file():
+            return [line.strip() for line in c.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return None
+
+
+# ------------------------------------------------------------------ runtimes
+def _load_keras(path: Path, num_threads):
+    from resnet_tl.kerasenv import keras_module
+
+    keras = keras_module()
+    import resnet_tl.model  # noqa: F401  registers Preprocess
+
+    model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+    def run(x):
+        return keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
+
+    return run, int(model.input_shape[1])
+
+
+def _import_tf():
+    from resnet_tl.kerasenv import _fd2_silenced, quiet_tensorflow
+
+    quiet_tensorflow()
+    try:
+        with _fd2_silenced():
+            import tensorflow as tf
+    except ImportError:
+        raise UserError("export needs TensorFlow: pip install tensorflow") from None
+    return tf
+
+
+def _load_savedmodel(path: Path, num_threads):
+    tf = _import_tf()
+    loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise UserError(f"SavedModel '{path}': no 'serving_default' signature; found {sorted(loaded.signatures)}")
+    fn = loaded.signatures["serving_default"]
+    spec = fn.structured_input_signature[1]
+    in_name, in_spec = next(iter(spec.items()))
+    out_name = "probabilities" if "probabilities" in fn.structured_outputs else next(iter(fn.structured_outputs))
+
+    def run(x):
+        return fn(**{in_name: tf.constant(x.astype(in_spec.dtype.as_numpy_dtype))})[out_name].numpy()
+
+    run.loaded = loaded  # keep the object (and its variables) alive
+    return run, int(in_spec.shape[1])
+
+
+def _load_tflite(path: Path, num_threads):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise UserError("TFLite models need LiteRT: pip install ai-edge-litert") from None
+    interp = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
+    inp = interp.get_input_details()[0]
+    state = {"batch": None}
+
+    def run(x):
+        if state["batch"] != len(x):
+            interp.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+            interp.allocate_tensors()
+            state["batch"] = len(x)
+        i = interp.get_input_details()[0]
+        o = interp.get_output_details()[0]
+        interp.set_tensor(i["index"], quantize(x, i["dtype"], i["quantization"]))
+        interp.invoke()
+        return dequantize(interp.get_tensor(o["index"]), o["quantization"])
+
+    return run, int(inp["shape"][1])
+
+
+def quantize(x: np.ndarray, dtype, quantization: tuple[float, int]) -> np.ndarray:
+    """float pixels -> a tensor of `dtype`, using (scale, zero_point) when it is an integer type."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = quantization
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x.astype(np.float32) / scale + zero), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
+    if q.dtype.kind == "f":
+        return q.astype(np.float32)
+    scale, zero = quantization
+    if not scale:
+        return q.astype(np.float32)
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _load_onnx(path: Path, num_threads):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError('ONNX models need onnxruntime: pip install "resnet-tl[onnx]"') from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads or os.cpu_count() or 1
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    np_dtype = {"tensor(uint8)": np.uint8, "tensor(float16)": np.float16}.get(inp.type, np.float32)
+
+    def run(x):
+        return sess.run(None, {inp.name: x.astype(np_dtype)})[0]
+
+    return run, int(inp.shape[1])
+
+
+_LOADERS = {"keras": _load_keras, "savedmodel": _load_savedmodel, "tflite": _load_tflite, "onnx": _load_onnx}

@@ -1,0 +1,249 @@
+"""Export: every format written, then run in its real runtime (Keras, TensorFlow, LiteRT, onnxruntime)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from helpers import bars_dataset, tiny_recipe
+from resnet_tl.errors import ExportCheckFailed, UserError
+
+SCHEDULE = [{"name": "all", "epochs": 6, "train": "all", "lr": 3e-3, "batchnorm": "train"}]
+
+
+def _train(out: Path, name: str, **sections):
+    from resnet_tl.train import train
+
+    ds = bars_dataset(n_per_class=48)
+    result = train(tiny_recipe(SCHEDULE, **sections), out=out, name=name, dataset=ds)
+    assert result.metrics["accuracy"] >= 0.9, result.metrics  # a learnable task, learnt
+    return result.run_dir, ds
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("runs"), "bars")
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    from resnet_tl.export import export_run
+
+    run, ds = trained
+    result = export_run(run, ["keras", "savedmodel", "tflite"], ["none", "float16", "dynamic", "int8"], dataset=ds)
+    return run, ds, result
+
+
+def _keras_probs(run: Path, x: np.ndarray) -> np.ndarray:
+    from resnet_tl.runtimes import load_predictor
+
+    return load_predictor(run / "model.keras")(x)
+
+
+def _png(img: np.ndarray, scale: int = 1) -> bytes:
+    pil = Image.fromarray(img)
+    if scale != 1:
+        pil = pil.resize((img.shape[1] * scale, img.shape[0] * scale), Image.Resampling.NEAREST)
+    b = io.BytesIO()
+    pil.save(b, "PNG")
+    return b.getvalue()
+
+
+# ------------------------------------------------------------------ every format, parity
+@pytest.mark.slow
+def test_every_artifact_passes_parity_in_its_runtime(exported):
+    run, ds, result = exported
+    out = run / "export"
+    names = {a.path for a in result.artifacts}
+    assert names == {"model.keras", "savedmodel", "model_float32.tflite", "model_float16.tflite",
+                     "model_dynamic.tflite", "model_int8.tflite"}
+    for a in result.artifacts:
+        assert a.check == "passed", (a.path, a.parity)
+        assert a.parity["agreement"] >= 0.97
+        assert a.parity["latency_ms"] > 0 and a.size_bytes > 0
+        assert (out / a.path).exists() and (out / a.sidecar).is_file()
+    assert (out / "labels.txt").read_text().split() == ds.classes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["check"] == "passed" and manifest["n_check_images"] == len(ds.y_val)
+    assert {"tensorflow", "keras", "ai-edge-litert"} <= set(manifest["versions"])
+    by_path = {a["path"]: a for a in manifest["artifacts"]}
+    assert len(by_path["model_int8.tflite"]["sha256"]) == 64
+    float32 = by_path["model_float32.tflite"]["size_bytes"]
+    assert by_path["model_int8.tflite"]["size_bytes"] < 0.5 * float32
+
+
+@pytest.mark.slow
+def test_int8_agreement_is_measured_from_real_outputs(exported):
+    from resnet_tl.runtimes import load_predictor
+
+    run, ds, result = exported
+    art = next(a for a in result.artifacts if a.quantize == "int8")
+    side = json.loads((run / "export" / art.sidecar).read_text())
+    assert side["input"]["dtype"] == "uint8" and side["input"]["quantization"]["scale"] > 0
+    assert side["labels"] == ds.classes and side["image_size"] == 16
+    p = load_predictor(run / "export" / art.path)
+    assert p.format == "tflite" and p.labels == ds.classes and p.image_size == 16
+    probs = p(ds.x_val)
+    ref = _keras_probs(run, ds.x_val)
+    pred = probs.argmax(1)
+    assert len(np.unique(pred)) == len(ds.classes)  # not a single-class model
+    assert art.parity["agreement"] == pytest.approx(float(np.mean(pred == ref.argmax(1))))
+    assert art.parity["predicted_classes"] == len(ds.classes)
+    assert np.abs(probs.sum(1) - 1).max() < 0.05
+
+
+@pytest.mark.slow
+def test_every_predictor_has_one_interface(exported):
+    from resnet_tl.runtimes import load_predictor
+
+    run, ds, result = exported
+    ref = _keras_probs(run, ds.x_val[:5])
+    for a in result.artifacts:
+        p = load_predictor(run / "export" / a.path)
+        assert p.format == a.format and p.image_size == 16 and p.labels == ds.classes
+        probs = p(ds.x_val[:5])
+        assert probs.dtype == np.float32 and probs.shape == (5, 2)
+        assert (probs.argmax(1) == ref.argmax(1)).all(), a.path
+    with pytest.raises(UserError, match=r"\(B, 16, 16, 3\)"):
+        p(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ SavedModel served without project code
+@pytest.mark.slow
+def test_saved_model_cli_serves_a_real_image(exported, tmp_path):
+    from resnet_tl.data.decode import decode_file
+
+    run, ds, _ = exported
+    image = tmp_path / "vertical.png"
+    image.write_bytes(_png(ds.x_val[0]))
+    pixels = decode_file(image, 16).pixels[None]
+    np.save(tmp_path / "x.npy", pixels)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run", "--dir", str(run / "export" / "savedmodel"),
+         "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    probs = np.load(tmp_path / "out" / "probabilities.npy")
+    assert probs.shape == (1, 2)
+    np.testing.assert_allclose(probs, _keras_probs(run, pixels), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bytes_signature_decodes_and_resizes_inside_the_graph(exported):
+    import tensorflow as tf
+
+    from resnet_tl.data.decode import decode_bytes
+
+    run, ds, _ = exported
+    loaded = tf.saved_model.load(str(run / "export" / "savedmodel"))
+    blobs = [_png(ds.x_val[i], scale=4) for i in range(4)]  # 64x64 files, resized to 16 in the graph
+    probs = loaded.signatures["serving_bytes"](image_bytes=tf.constant(blobs))["probabilities"].numpy()
+    ref = _keras_probs(run, np.stack([decode_bytes(b, 16) for b in blobs]))
+    assert probs.shape == (4, 2)
+    assert (probs.argmax(1) == ref.argmax(1)).all()
+    assert np.abs(probs - ref).max() < 0.05
+
+
+# ------------------------------------------------------------------ mixed precision
+@pytest.mark.slow
+def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
+    from resnet_tl.export import export_run, float32_copy
+
+    run, ds = _train(tmp_path, "bf16", train={"precision": "mixed_bfloat16"})
+    result = export_run(run, ["savedmodel", "tflite"], ["none", "int8"], dataset=ds)
+    assert [a.check for a in result.artifacts] == ["passed"] * 3
+    from resnet_tl.export import _load_model
+    from resnet_tl.recipe import load_recipe
+
+    model = _load_model(run / "model.keras")
+    copy = float32_copy(model, load_recipe(str(run / "recipe.yaml")), 2)
+    assert copy is not model
+    assert {layer.dtype_policy.compute_dtype for layer in copy.layers} == {"float32"}
+
+
+# ------------------------------------------------------------------ CLI
+def _cli(args):
+    from resnet_tl.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_no_check_json_is_one_document(trained):
+    run, _ = trained
+    r = _cli(["export", str(run), "--format", "keras", "--no-check", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["check"] == "skipped" and doc["artifacts"][0]["parity"] is None
+    assert (run / "export" / "model.keras").is_file() and (run / "export" / "model.json").is_file()
+
+
+def test_failed_check_exits_1_keeps_files_and_marks_them(trained, monkeypatch):
+    import resnet_tl.export as export_mod
+
+    run, ds = trained
+    monkeypatch.setattr("resnet_tl.data.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
+    monkeypatch.setattr(export_mod, "threshold", lambda cfg, q: 1.01)  # no artifact can reach it
+    r = _cli(["export", str(run), "--format", "tflite", "--json"])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)
+    assert doc["check"] == "failed"
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    art = manifest["artifacts"][0]
+    assert art["check"] == "failed" and art["parity"]["agreement"] == 1.0
+    assert (run / "export" / art["path"]).is_file()
+    with pytest.raises(ExportCheckFailed, match="files kept"):
+        export_mod.export_run(run, ["tflite"], ["none"], dataset=ds)
+
+
+def test_user_errors_exit_2(trained, tmp_path):
+    run, _ = trained
+    assert _cli(["export", str(run), "--format", "pdf"]).exit_code == 2
+    r = _cli(["export", str(run), "--format", "savedmodel", "--quantize", "int8"])
+    assert r.exit_code == 2 and "tflite" in r.output
+    assert _cli(["export", str(tmp_path / "missing")]).exit_code == 2
+
+
+def test_plan_and_representative_sample():
+    from resnet_tl.export import plan_artifacts, representative_sample
+
+    assert plan_artifacts(["savedmodel", "tflite"], ["none", "int8"]) == [
+        ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8")]
+    assert [f for f, _ in plan_artifacts(["all"], ["none"])] == ["keras", "savedmodel", "tflite", "onnx"]
+    y = np.array([0] * 90 + [1] * 10)
+    x = np.arange(100)
+    picked = representative_sample(x, y, 20)
+    assert len(picked) == 20 and (y[picked] == 1).sum() == 10  # the rare class is not drowned out
+
+
+def test_runtimes_reject_unknown_paths(tmp_path):
+    from resnet_tl.runtimes import load_predictor
+
+    with pytest.raises(UserError, match="no such file"):
+        load_predictor(tmp_path / "nope.tflite")
+    (tmp_path / "m.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="allowed: .keras"):
+        load_predictor(tmp_path / "m.pt")
+
+
+# ------------------------------------------------------------------ ONNX (the [onnx] extra)
+@pytest.mark.slow
+def test_onnx_export_runs_in_onnxruntime(trained):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from resnet_tl.export import export_run
+
+    run, ds = trained
+    result = export_run(run, ["onnx"], ["none"], dataset=ds)
+    (art,) = result.artifacts
+    assert art.path == "model.onnx" and art.runtime == "onnxruntime" and art.check == "passed", art.parity
+    assert json.loads((run / "export" / "model_onnx.json").read_text())["labels"] == ds.classes
