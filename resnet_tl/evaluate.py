@@ -343,26 +343,9 @@ def _read_labels(path: Path) -> list[str]:
 
 
 def _load_predictor(path: Path):
-    try:
-        from resnet_tl.runtimes import load_predictor
-    except ImportError:  # TEMPORARY until the export branch's runtimes.py is merged
-        return _KerasOnly(path)
+    from resnet_tl.runtimes import load_predictor
+
     return load_predictor(path)
-
-
-class _KerasOnly:  # TEMPORARY: removed when runtimes.py is merged
-    def __init__(self, path: Path):
-        from resnet_tl.kerasenv import keras_module
-
-        keras = keras_module()
-        import resnet_tl.model  # noqa: F401  (registers Preprocess)
-
-        self.model = keras.saving.load_model(path, safe_mode=True)
-        self.image_size = int(self.model.input_shape[1])
-        self.labels, self.format = None, "keras"
-
-    def __call__(self, images):
-        return np.asarray(self.model(np.asarray(images, np.float32), training=False), np.float32)
 
 
 def _match_classes(data_classes: list[str], labels: list[str], y: np.ndarray, root: Path, target) -> np.ndarray:
