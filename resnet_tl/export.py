@@ -381,8 +381,11 @@ def _write_onnx(ctx: _Context, dest: Path, q: str) -> None:
         import tf2onnx  # noqa: F401
     except ImportError:
         raise UserError('export --format onnx needs the onnx extra: pip install "resnet-tl[onnx]" (tf2onnx, onnx, onnxruntime)') from None
+    tf, s = ctx.tf, ctx.image_size
+    signature = [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")]
+    ctx.float_model(np.zeros((1, s, s, 3), np.float32))  # Keras exports only models that were called
     with atomic_path(dest) as tmp, _quiet():
-        ctx.float_model.export(str(tmp), format="onnx", verbose=False)
+        ctx.float_model.export(str(tmp), format="onnx", input_signature=signature, verbose=False)
 
 
 # ------------------------------------------------------------------- checks
@@ -429,6 +432,15 @@ def _io_details(path: Path, fmt: str) -> dict:
                     "quantization": {"scale": float(scale), "zero_point": int(zero)} if scale else None}
 
         return {"input": one(interp.get_input_details()[0]), "output": one(interp.get_output_details()[0])}
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        i, o = sess.get_inputs()[0], sess.get_outputs()[0]
+        names = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+        dtype = lambda t: names.get(t, t)  # noqa: E731
+        return {"input": {"name": i.name, "dtype": dtype(i.type), "shape": [None, None, None, 3], "quantization": None},
+                "output": {"name": o.name, "dtype": dtype(o.type), "shape": [None, None], "quantization": None}}
     in_dtype, in_name = {"savedmodel": ("uint8", "images"), "keras": ("float32", "image"), "onnx": ("float32", "image")}[fmt]
     return {"input": {"name": in_name, "dtype": in_dtype, "shape": [None, None, None, 3], "quantization": None},
             "output": {"name": "probabilities", "dtype": "float32", "shape": [None, None], "quantization": None}}
