@@ -174,6 +174,8 @@ def _eval_section(folder: Path) -> str:
     head.append(f"{m.get('n', 0)} images")
     if m.get("model"):
         head.append(f"model <code>{e(m['model'])}</code>")
+    if m.get("data"):
+        head.append(f"data <code>{e(m['data'])}</code>")
     parts = [f"<p>{' &middot; '.join(head)}</p>"]
     cm_png = folder / "confusion_matrix.png"
     if cm_png.is_file():
