@@ -179,8 +179,8 @@ def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
             atomic_write_bytes(thumbs / name, png_bytes(np.asarray(images[m["index"]])))
             m["image"] = f"misclassified/{name}"
             written.add(name)
-    if thumbs.is_dir():  # images of an earlier evaluation that this one did not list
-        for old in thumbs.glob("*.png"):
+    if thumbs.is_dir():  # images of an earlier evaluation that this one did not list (only names we write)
+        for old in thumbs.glob("[0-9][0-9][0-9][0-9].png"):
             if old.name not in written:
                 old.unlink()
     atomic_write_json(out_dir / "metrics.json", result, indent=2)
