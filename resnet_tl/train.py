@@ -495,6 +495,9 @@ def _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, 
     metrics["best_epoch"] = best_epoch
     atomic_write_json(paths.metrics, metrics)
     write_status(paths, "complete", epochs=len(history))
+    from resnet_tl.report import after_training
+
+    after_training(recipe, paths, ds, classifier, history)  # curves, tensorboard/, eval/val/, report.html
     from resnet_tl.schedule import describe
 
     return TrainResult(

@@ -10,7 +10,9 @@ import typer
 
 from resnet_tl.cli import data as data_cmd
 from resnet_tl.cli import recipes as recipes_cmd
+from resnet_tl.cli.evaluate import evaluate
 from resnet_tl.cli.export import export
+from resnet_tl.cli.predict import predict
 from resnet_tl.cli.train import train
 from resnet_tl.cli.bench import bench
 from resnet_tl.cli.info import info
@@ -23,7 +25,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
+app.command(help="Evaluate a run or a model file on a split; writes eval/<split>/ and refreshes report.html.")(evaluate)
 app.command(help="Export a run to SavedModel, TFLite, ONNX or .keras and check each in its runtime.")(export)
+app.command(help="Predict classes of image files, folders or globs with a run or a model file.")(predict)
 app.add_typer(recipes_cmd.app, name="recipes")
 app.add_typer(data_cmd.app, name="data")
 app.command(help="Training and inference images/s of a recipe's model on synthetic data.")(bench)

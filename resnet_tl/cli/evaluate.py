@@ -1,0 +1,42 @@
+"""`resnet-tl evaluate`: metrics of a run or a model file on a split; writes eval/<split>/."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+
+
+@cli_errors
+def evaluate(
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, or a model file (.keras, SavedModel folder, .tflite, .onnx).")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Image folder (default for a run: its data.dir; required for a model file).")] = None,
+    split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Model files only: class names, one per line (default: the model's sidecar).")] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Folder for the files (default: RUN/eval/<split>/, or eval/<model>/<split>/ beside a model file).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Accuracy, top-k, per-class precision/recall/F1, confusion matrix, most confidently wrong images."""
+    from resnet_tl.evaluate import evaluate as run_eval
+
+    result = run_eval(target, data=data, split=split, labels=labels, out=out_dir)
+    if json_:
+        emit_json(result)
+        return
+    _render(result)
+
+
+def _render(r: dict) -> None:
+    from rich.table import Table
+
+    top = f", top-{r['top_k']} {r['top_k_accuracy']:.4f}" if r.get("top_k_accuracy") is not None else ""
+    out.print(f"[bold]{r['split']}[/]: {r['n']} images, accuracy {r['accuracy']:.4f}{top}, loss {r['loss']:.4f}", highlight=False)
+    t = Table("class", "precision", "recall", "F1", "support", title="per class", title_justify="left")
+    for c in [*r["per_class"], {"class": "macro avg", **r["macro_avg"]}, {"class": "weighted avg", **r["weighted_avg"]}]:
+        t.add_row(c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+    out.print(t)
+    for p in r["most_confused"][:5]:
+        out.print(f"confused: {p['true']} -> {p['predicted']} ({p['count']})", highlight=False)
+    err.print(f"wrote {r['out_dir']}", highlight=False)

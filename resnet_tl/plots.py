@@ -1,0 +1,108 @@
+"""PNG figures: training curves and confusion matrices (matplotlib, Agg backend).
+
+Each function returns PNG bytes; callers write them atomically. Nothing is
+imported at module level beyond numpy, so the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def plot_curves(history: list[dict]) -> bytes:
+    """Loss and accuracy per epoch (train solid, val dashed), phase boundaries as labelled vertical lines.
+
+    `history` rows are those of history.csv (phase, epoch, loss, accuracy, val_loss, val_accuracy).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [int(r["epoch"]) for r in history]
+    marker = "o" if len(history) <= 30 else None
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for col, style, label in ((key, "-", "train"), (f"val_{key}", "--", "val")):
+            values = [_num(r.get(col)) for r in history]
+            ax.plot(epochs, values, style, marker=marker, markersize=4, label=label)
+        ax.set_title(title, pad=16)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if key == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
+        _mark_phases(ax, history)
+        ax.legend(loc="best", fontsize=8)
+    if epochs:
+        for ax in axes:
+            ax.set_xlim(min(epochs) - 0.6, max(epochs) + 0.6)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _mark_phases(ax, history: list[dict]) -> None:
+    """A vertical line before each phase but the first; every phase's name at the top of its span."""
+    spans: list[list] = []  # [name, first epoch, last epoch]
+    for r in history:
+        if spans and spans[-1][0] == r["phase"]:
+            spans[-1][2] = int(r["epoch"])
+        else:
+            spans.append([r["phase"], int(r["epoch"]), int(r["epoch"])])
+    trans = ax.get_xaxis_transform()  # x in data units, y in axes fraction
+    for i, (name, first, last) in enumerate(spans):
+        if i:
+            ax.axvline(first - 0.5, color="0.4", linestyle=":", linewidth=1)
+        ax.text((first + last) / 2, 1.005, str(name), transform=trans, ha="center", va="bottom", fontsize=8, color="0.3", clip_on=False)
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
+    """Two panels: counts and row-normalised (each true class sums to 1)."""
+    plt = _pyplot()
+    cm = np.asarray(cm, dtype=np.int64)
+    n = len(classes)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+    side = min(max(3.0, 0.45 * n + 2.0), 14.0)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
+    # "$" would start matplotlib mathtext in a class name.
+    names = [(c if len(c) <= 18 else c[:17] + "\u2026").replace("$", r"\$") for c in classes]
+    font = max(4, min(9, int(160 / max(n, 1))))
+    for ax, values, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall on the diagonal)", ".2f")):
+        im = ax.imshow(values, cmap="Blues", vmin=0, vmax=(values.max() if values.size and values.max() > 0 else 1))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(n), names, rotation=90 if n > 6 else 45, ha="right" if 6 >= n > 0 else "center", fontsize=font)
+        ax.set_yticks(range(n), names, fontsize=font)
+        if n <= 30:
+            hi = values.max() if values.size else 0
+            for i in range(n):
+                for j in range(n):
+                    v = values[i, j]
+                    ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=font,
+                            color="white" if hi and v > hi / 2 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,328 @@
+"""What a person looks at after training: curves, TensorBoard logs, the validation eval, report.html.
+
+`after_training(...)` is the one call the trainer makes when a run ends.
+`write_report(run_dir)` builds RUN/report.html from the files in the run
+folder alone, so `evaluate` can refresh it later. The report is one
+self-contained file: images are inlined as base64 data URIs, CSS is inline,
+nothing is fetched from the network, and every user-controlled string (class
+names, paths, the recipe) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from resnet_tl.io import atomic_write_bytes, atomic_write_text
+from resnet_tl.runs import RunPaths
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def after_training(recipe, paths: RunPaths, ds, classifier, history: list[dict]) -> None:
+    """Write plots/curves.png, tensorboard/, eval/val/ and report.html for a finished run.
+
+    A failure of one artefact is a warning, never a failed run: the model and
+    metrics.json are already saved when this runs.
+    """
+    from resnet_tl.evaluate import evaluate_in_memory
+    from resnet_tl.plots import plot_curves
+
+    steps = (
+        ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),
+        ("tensorboard/", lambda: write_tensorboard(history, paths.root / TENSORBOARD_DIR)),
+        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val")),
+        ("report.html", lambda: write_report(paths.root)),
+    )
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - reported, and the run stays complete
+            warnings.warn(f"{paths.root}: could not write {what} ({type(e).__name__}: {e})", stacklevel=2)
+
+
+# -------------------------------------------------------------- tensorboard
+def write_tensorboard(history: list[dict], logdir: Path) -> bool:
+    """Per-epoch scalars as Keras' TensorBoard callback lays them out.
+
+    logdir/train: epoch_loss, epoch_accuracy, epoch_learning_rate;
+    logdir/validation: epoch_loss, epoch_accuracy (step = epoch). The folder
+    is replaced as a whole, so a resumed run never doubles its events.
+    Returns False (and writes nothing) when TensorFlow cannot be imported.
+    """
+    if importlib.util.find_spec("tensorflow") is None:
+        return False
+    try:
+        from resnet_tl.kerasenv import quiet_tensorflow
+
+        quiet_tensorflow()
+        import tensorflow as tf
+    except ImportError:
+        return False
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    logdir = Path(logdir)
+    logdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=logdir.parent, prefix=f".{logdir.name}.partial-"))
+    try:
+        series = {
+            "train": (("epoch_loss", "loss"), ("epoch_accuracy", "accuracy"), ("epoch_learning_rate", "lr")),
+            "validation": (("epoch_loss", "val_loss"), ("epoch_accuracy", "val_accuracy")),
+        }
+        for sub, tags in series.items():
+            writer = tf.summary.create_file_writer(str(tmp / sub))
+            with writer.as_default():
+                for row in history:
+                    for tag, col in tags:
+                        value = _float(row.get(col))
+                        if value is not None:
+                            # tf.summary.write, not tf.summary.scalar: the latter lives in the
+                            # tensorboard package, which TensorFlow no longer installs.
+                            tf.summary.write(tag, tf.constant(value, tf.float32), step=int(row["epoch"]), metadata=metadata)
+            writer.flush()
+            writer.close()
+        if logdir.exists():
+            shutil.rmtree(logdir)
+        tmp.rename(logdir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _float(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f
+
+
+# ------------------------------------------------------------------ report
+def write_report(run_dir: str | Path) -> Path:
+    """(Re)build RUN/report.html from what the run folder holds; returns its path."""
+    root = Path(run_dir)
+    path = root / "report.html"
+    atomic_write_text(path, render_report(root))
+    return path
+
+
+def render_report(root: Path) -> str:
+    e = _esc
+    status = _read_json(root / "status.json") or {}
+    metrics = _read_json(root / "metrics.json") or {}
+    recipe_text = _read_text(root / "recipe.yaml")
+    title = f"resnet-tl run {root.resolve().name}"
+    body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text)]
+    body.append(_section("Training curves", _curves(root)))
+    for split_dir in sorted((root / "eval").glob("*/metrics.json")):
+        body.append(_eval_section(split_dir.parent))
+    body.append(_section("Data", _data(_read_json(root / "data_report.json"))))
+    body.append(_section("Recipe", f"<pre class='recipe'>{e(recipe_text or '(no recipe.yaml)')}</pre>"))
+    return _PAGE.format(title=e(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
+
+
+def _summary(status: dict, metrics: dict, recipe_text: str | None) -> str:
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(recipe_text or "") or {}
+    except yaml.YAMLError:
+        recipe = {}
+    model = recipe.get("model") or {}
+    data = recipe.get("data") or {}
+    rows = [
+        ("status", status.get("status")),
+        ("finished", status.get("finished") or status.get("updated")),
+        ("backbone", model.get("backbone")),
+        ("weights", model.get("weights")),
+        ("image size", f"{data['image_size']} px" if data.get("image_size") else None),
+        ("val accuracy", _fmt(metrics.get("accuracy"))),
+        ("val loss", _fmt(metrics.get("loss"))),
+        ("best epoch", metrics.get("best_epoch")),
+        ("train / val images", f"{metrics['n_train']} / {metrics['n_val']}" if "n_train" in metrics else None),
+    ]
+    cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows if v is not None)
+    return f"<table class='summary'>{cells}</table>"
+
+
+def _curves(root: Path) -> str:
+    png = root / "plots" / "curves.png"
+    parts = [_img(png, "training curves: loss and accuracy per epoch", "wide") if png.is_file() else "<p class='note'>No curves (plots/curves.png is missing).</p>"]
+    if (root / TENSORBOARD_DIR).is_dir():
+        parts.append(f"<p class='note'>TensorBoard logs: <code>tensorboard --logdir {_esc(root / TENSORBOARD_DIR)}</code></p>")
+    else:
+        parts.append("<p class='note'>No TensorBoard logs: TensorFlow was not importable when training ended.</p>")
+    return "\n".join(parts)
+
+
+def _eval_section(folder: Path) -> str:
+    m = _read_json(folder / "metrics.json") or {}
+    split = folder.name
+    e = _esc
+    head = [f"accuracy <b>{_fmt(m.get('accuracy'))}</b>"]
+    if m.get("top_k_accuracy") is not None:
+        head.append(f"top-{m['top_k']} accuracy <b>{_fmt(m['top_k_accuracy'])}</b>")
+    head.append(f"loss {_fmt(m.get('loss'))}")
+    head.append(f"{m.get('n', 0)} images")
+    if m.get("model"):
+        head.append(f"model <code>{e(m['model'])}</code>")
+    if m.get("data"):
+        head.append(f"data <code>{e(m['data'])}</code>")
+    parts = [f"<p>{' &middot; '.join(head)}</p>"]
+    cm_png = folder / "confusion_matrix.png"
+    if cm_png.is_file():
+        parts.append(_img(cm_png, f"confusion matrix ({split})", "wide"))
+    parts.append(_per_class_table(m, split))
+    if m.get("most_confused"):
+        rows = "".join(
+            f"<tr><td>{e(p['true'])}</td><td>{e(p['predicted'])}</td><td class='num'>{p['count']}</td><td class='num'>{_fmt(p['rate'])}</td></tr>"
+            for p in m["most_confused"]
+        )
+        parts.append(f"<h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted as</th><th>images</th><th>share of true class</th></tr>{rows}</table>")
+    parts.append(_gallery(folder, m.get("misclassified") or []))
+    return _section(f"Evaluation: {split}", "\n".join(parts), f"eval-{split}")
+
+
+def _per_class_table(m: dict, split: str) -> str:
+    e = _esc
+
+    def row(name, r, cls=""):
+        f1 = r.get("f1") or 0.0
+        bar = f"style='background:linear-gradient(90deg,#cfe3f7 {f1 * 100:.0f}%,transparent {f1 * 100:.0f}%)'"
+        return (f"<tr class='{cls}'><td>{e(name)}</td><td class='num'>{_fmt(r.get('precision'))}</td>"
+                f"<td class='num'>{_fmt(r.get('recall'))}</td><td class='num' {bar}>{_fmt(r.get('f1'))}</td>"
+                f"<td class='num'>{e(r.get('support'))}</td></tr>")
+
+    rows = [row(r["class"], r) for r in m.get("per_class", [])]
+    for key, label in (("macro_avg", "macro average"), ("weighted_avg", "weighted average")):
+        if key in m:
+            rows.append(row(label, m[key], "avg"))
+    return (f"<h3>Per class</h3><table class='per-class' id='per-class-{e(split)}'>"
+            "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _gallery(folder: Path, wrong: list[dict]) -> str:
+    if not wrong:
+        return "<h3>Misclassified</h3><p class='note'>No misclassified images.</p>"
+    e = _esc
+    cards = []
+    for m in wrong:
+        img = folder / m["image"] if m.get("image") else None
+        pic = _img(img, f"{m['true']} predicted as {m['predicted']}", "thumb") if img is not None and img.is_file() else "<div class='thumb missing'>no image</div>"
+        name = Path(m["path"]).name if m.get("path") else f"#{m['index']}"
+        cards.append(
+            f"<figure>{pic}<figcaption><span class='true'>true: {e(m['true'])}</span><br>"
+            f"<span class='pred'>predicted: {e(m['predicted'])} ({m['confidence']:.2f})</span><br>"
+            f"<span class='path' title='{e(m.get('path') or '')}'>{e(name)}</span></figcaption></figure>"
+        )
+    return f"<h3>Most confidently wrong ({len(wrong)})</h3><div class='gallery'>{''.join(cards)}</div>"
+
+
+def _data(report: dict | None) -> str:
+    if not report:
+        return "<p class='note'>No data report (data_report.json is missing).</p>"
+    e = _esc
+    splits = list(report.get("splits", {}))
+    head = "".join(f"<th>{e(s)}</th>" for s in splits)
+    rows = "".join(
+        f"<tr><td>{e(c['name'])}</td>" + "".join(f"<td class='num'>{e(c.get(s, 0))}</td>" for s in splits) + "</tr>"
+        for c in report.get("classes", [])
+    )
+    total = "".join(f"<td class='num'><b>{e(report['splits'][s])}</b></td>" for s in splits)
+    parts = [
+        f"<p><code>{e(report.get('root'))}</code> ({e(str(report.get('layout', '')).replace('_', ' '))}, {e(report.get('image_size'))} px): "
+        f"{e(report.get('used'))} images used, {e(report.get('skipped_count', 0))} skipped.</p>",
+        f"<table><tr><th>class</th>{head}</tr>{rows}<tr class='avg'><td>total</td>{total}</tr></table>",
+    ]
+    by_reason = report.get("skipped_by_reason") or {}
+    if by_reason:
+        parts.append("<p>Skipped: " + ", ".join(f"{e(k)} {e(v)}" for k, v in by_reason.items()) + "</p>")
+    for w in report.get("warnings", []):
+        parts.append(f"<p class='warn'>warning: {e(w)}</p>")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------ helpers
+def _esc(v) -> str:
+    return html.escape("" if v is None else str(v), quote=True)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _img(path: Path, alt: str, cls: str) -> str:
+    raw = path.read_bytes()
+    if cls == "thumb" and int.from_bytes(raw[16:20], "big") < 128:  # PNG width: enlarge small images crisply
+        cls = "thumb small"
+    data = base64.b64encode(raw).decode("ascii")
+    return f"<img class='{cls}' alt='{_esc(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _section(title: str, inner: str, anchor: str | None = None) -> str:
+    ident = f" id='{_esc(anchor)}'" if anchor else ""
+    return f"<section{ident}><h2>{_esc(title)}</h2>\n{inner}\n</section>"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>{title}</title>
+<style>{css}</style></head>
+<body>
+{body}
+<script>{script}</script>
+</body></html>
+"""
+
+# Sets <body data-images-loaded="OK/TOTAL"> once every image has loaded or failed (tests read it).
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+});
+"""
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 24px auto; max-width: 1150px; padding: 0 16px; }
+h1 { font-size: 22px; margin: 0 0 12px; } h2 { font-size: 18px; border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 28px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+table { border-collapse: collapse; margin: 6px 0; } th, td { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }
+th { background: #f6f6f6; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.avg td { font-style: italic; border-top: 2px solid #ddd; }
+table.summary th { width: 160px; }
+img.wide { max-width: 100%; height: auto; border: 1px solid #eee; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+figure { margin: 0; width: 140px; font-size: 12px; }
+img.thumb, .thumb.missing { width: 128px; height: 128px; object-fit: contain; background: #fafafa; border: 1px solid #ddd; display: block; }
+img.thumb.small { image-rendering: pixelated; }
+.true { color: #1a7f37; } .pred { color: #b42318; } .path { color: #666; word-break: break-all; }
+.note { color: #666; } .warn { color: #9a6700; }
+pre.recipe { background: #f6f6f6; padding: 10px; overflow-x: auto; font-size: 12px; }
+code { background: #f3f3f3; padding: 0 3px; }
+"""
