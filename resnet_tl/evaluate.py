@@ -47,9 +47,13 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return cm
 
 
-def validation_metrics(model, ds, batch_size: int) -> dict:
-    """metrics.json of a run: accuracy, loss, per-class accuracy, sizes, classes."""
-    probs = predict_probs(model, ds.x_val, batch_size)
+def validation_metrics(model, ds, batch_size: int, probs: np.ndarray | None = None) -> dict:
+    """metrics.json of a run: accuracy, loss, per-class accuracy, sizes, classes.
+
+    probs: the model's validation probabilities (N, C) when already computed.
+    """
+    if probs is None:
+        probs = predict_probs(model, ds.x_val, batch_size)
     y = np.asarray(ds.y_val, dtype=np.int64)
     pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
     eps = 1e-7
@@ -216,10 +220,14 @@ def _misclassified_csv(result: dict) -> str:
     return buf.getvalue()
 
 
-def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str = "val") -> dict:
-    """Evaluate a Keras classifier already in memory on a loaded dataset (the end of training)."""
+def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str = "val", probs: np.ndarray | None = None) -> dict:
+    """Evaluate a Keras classifier already in memory on a loaded dataset (the end of training).
+
+    probs: the classifier's probabilities (N, C) on `split` when already computed.
+    """
     x, y, paths = split_arrays(ds, split, "the dataset")
-    probs = predict_probs(classifier, x, recipe.train.batch_size)
+    if probs is None:
+        probs = predict_probs(classifier, x, recipe.train.batch_size)
     result = classification_metrics(
         y, probs, list(ds.classes), top_k=resolve_top_k(recipe.evaluate.top_k, len(ds.classes)),
         misclassified=recipe.evaluate.misclassified, paths=paths,

@@ -25,11 +25,12 @@ from resnet_tl.runs import RunPaths
 TENSORBOARD_DIR = "tensorboard"
 
 
-def after_training(recipe, paths: RunPaths, ds, classifier, history: list[dict]) -> None:
+def after_training(recipe, paths: RunPaths, ds, classifier, history: list[dict], val_probs=None) -> None:
     """Write plots/curves.png, tensorboard/, eval/val/ and report.html for a finished run.
 
     A failure of one artefact is a warning, never a failed run: the model and
-    metrics.json are already saved when this runs.
+    metrics.json are already saved when this runs. val_probs: the
+    classifier's validation probabilities (N, C), when already computed.
     """
     from resnet_tl.evaluate import evaluate_in_memory
     from resnet_tl.plots import plot_curves
@@ -37,7 +38,7 @@ def after_training(recipe, paths: RunPaths, ds, classifier, history: list[dict])
     steps = (
         ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),
         ("tensorboard/", lambda: write_tensorboard(history, paths.root / TENSORBOARD_DIR)),
-        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val")),
+        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val", probs=val_probs)),
         ("report.html", lambda: write_report(paths.root)),
     )
     for what, step in steps:

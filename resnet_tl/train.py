@@ -484,20 +484,21 @@ class _EpochNotifier:
 
 def _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases) -> TrainResult:
     """Restore the best weights, save model.keras, write metrics.json; mark complete."""
-    from resnet_tl.evaluate import validation_metrics
+    from resnet_tl.evaluate import predict_probs, validation_metrics
 
     if paths.best_weights.exists():
         with np.load(paths.best_weights) as z:
             _assign(classifier.variables, {k: z[k] for k in z.files}, "model/", "best weights")
     with atomic_path(paths.model) as tmp:
         classifier.save(tmp)
-    metrics = validation_metrics(classifier, ds, recipe.train.batch_size)
+    val_probs = predict_probs(classifier, ds.x_val, recipe.train.batch_size)
+    metrics = validation_metrics(classifier, ds, recipe.train.batch_size, probs=val_probs)
     metrics["best_epoch"] = best_epoch
     atomic_write_json(paths.metrics, metrics)
     write_status(paths, "complete", epochs=len(history))
     from resnet_tl.report import after_training
 
-    after_training(recipe, paths, ds, classifier, history)  # curves, tensorboard/, eval/val/, report.html
+    after_training(recipe, paths, ds, classifier, history, val_probs)  # curves, tensorboard/, eval/val/, report.html
     from resnet_tl.schedule import describe
 
     return TrainResult(
