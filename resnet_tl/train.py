@@ -339,6 +339,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
     best_epoch = 0
     start_phase, start_epoch_in_phase = 0, 0
     epochs_done = 0
+    patience_left = tc.patience
     if state is not None:
         arrays = state["arrays"]
         _assign(classifier.variables, arrays, "model/", "model")
@@ -348,6 +349,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
         best_value, best_epoch = state["best_value"], state["best_epoch"]
         start_phase, start_epoch_in_phase = state["phase"], state["epoch_in_phase"]
         epochs_done = state["epochs_done"]
+        patience_left = state.get("patience_left", tc.patience)
         if start_epoch_in_phase >= phases[start_phase].config.epochs:
             start_phase, start_epoch_in_phase = start_phase + 1, 0
 
@@ -355,12 +357,13 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
     mix = None
     if dc.augment.mixup or dc.augment.cutmix:
         mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix}
-    patience_left = tc.patience
 
     for phase in phases[start_phase:]:
         cfg = phase.config
         apply_freezing(classifier, phase)
         first_epoch = start_epoch_in_phase if phase.index == start_phase else 0
+        if first_epoch == 0:
+            patience_left = tc.patience  # early stopping counts within a phase
         notify({"event": "phase", "phase": phase.index, "name": phase.name, "stages": list(phase.stages), "epochs": cfg.epochs})
         # Multi-worker runs train the head live: cached features would need
         # eager calls on weights that span other processes.
@@ -422,30 +425,24 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
             history.append(row)
             value = row[tc.monitor]
             improved = _better(tc.monitor, value, best_value)
-            with _defer_sigint():
-                if improved:
-                    best_value, best_epoch = value, epochs_done
-                    _save_npz(paths.best_weights, _variables_arrays("model/", classifier.variables))
-                    patience_left = tc.patience
-                else:
-                    patience_left -= 1
-                arrays = _variables_arrays("model/", classifier.variables)
-                if augmenter is not None:
-                    arrays.update(_variables_arrays("augment/", augmenter.variables))
-                arrays.update(_variables_arrays("optimizer/", fit_model.optimizer.variables))
-                ck_state = {
-                    "version": CHECKPOINT_VERSION, "phase": phase.index, "epoch_in_phase": e + 1,
-                    "optimizer_phase": phase.index, "epochs_done": epochs_done, "history": history,
-                    "best_value": best_value, "best_epoch": best_epoch,
-                }
-                arrays["state"] = np.array(json.dumps(ck_state))
-                _save_npz(paths.checkpoint, arrays)
-                _write_history(paths, history)
+            if improved:
+                best_value, best_epoch = value, epochs_done
+                patience_left = tc.patience
+            else:
+                patience_left -= 1
+            stop_phase = bool(tc.patience) and patience_left <= 0
+            ck_state = {
+                "version": CHECKPOINT_VERSION, "phase": phase.index,
+                # An early-stopped phase is finished: a resume goes on with the next one.
+                "epoch_in_phase": cfg.epochs if stop_phase else e + 1,
+                "optimizer_phase": phase.index, "epochs_done": epochs_done, "history": history,
+                "best_value": best_value, "best_epoch": best_epoch, "patience_left": patience_left,
+            }
+            _write_epoch(paths, ck_state, classifier, augmenter, fit_model.optimizer, improved)
             faults.point("epoch")
             notify({"event": "epoch", **row, "improved": improved, "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
-            if tc.patience and patience_left <= 0:
+            if stop_phase:
                 notify({"event": "early_stop", "phase": phase.name, "epoch": epochs_done})
-                patience_left = tc.patience
                 break
         start_epoch_in_phase = 0
 
@@ -454,6 +451,20 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
 
         classifier = local_copy(classifier, lambda: build_classifier(recipe.model, n_classes, dc.image_size))
     return _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases)
+
+
+def _write_epoch(paths: RunPaths, ck_state: dict, classifier, augmenter, optimizer, improved: bool) -> None:
+    """Best weights (if improved), then the checkpoint, then history.csv; Ctrl-C waits."""
+    with _defer_sigint():
+        if improved:
+            _save_npz(paths.best_weights, _variables_arrays("model/", classifier.variables))
+        arrays = _variables_arrays("model/", classifier.variables)
+        if augmenter is not None:
+            arrays.update(_variables_arrays("augment/", augmenter.variables))
+        arrays.update(_variables_arrays("optimizer/", optimizer.variables))
+        arrays["state"] = np.array(json.dumps(ck_state))
+        _save_npz(paths.checkpoint, arrays)
+        _write_history(paths, ck_state["history"])
 
 
 def _features(extractor, x, batch_size, augmenter, view: int) -> np.ndarray:

@@ -192,3 +192,16 @@ def test_weights_from_a_file_load_into_the_classifier(tmp_path):
     backbone, _ = parts(clf)
     for a, b in zip(saved.weights, backbone.weights):
         assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_early_stopping_ends_the_phase_and_the_next_phase_runs(tmp_path):
+    ds = bars_dataset(n_per_class=8, n_val_per_class=4)
+    # lr 1e-12 leaves the weights unchanged in float32: no epoch after the first improves.
+    recipe = tiny_recipe(
+        [{"name": "stuck", "epochs": 6, "train": "head", "lr": 1e-12}, {"name": "next", "epochs": 1, "train": "head"}],
+        train={"patience": 2, "monitor": "val_loss"},
+    )
+    result = train(recipe, out=tmp_path, name="es", dataset=ds)
+    assert [r["phase"] for r in result.history] == ["stuck", "stuck", "stuck", "next"]
+    with np.load(tmp_path / "es" / "checkpoint" / "last.npz") as z:
+        assert json.loads(str(z["state"]))["phase"] == 1
