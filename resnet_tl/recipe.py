@@ -206,8 +206,8 @@ class ExportConfig(_Section):
     quantize: list[Literal["none", "float16", "dynamic", "int8"]] = Field(default_factory=lambda: ["none"])
     representative_samples: int = Field(128, ge=1, le=100_000, description="Images (class-stratified, from train) that calibrate int8.")
     int8_io: Literal["int8", "uint8", "float32"] = Field("uint8", description="Input/output type of full-int8 TFLite models.")
-    min_agreement_float: float = Field(0.995, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of float, float16 and dynamic-range artifacts.")
-    min_agreement_int8: float = Field(0.97, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of full-int8 TFLite models.")
+    min_agreement_float: float = Field(0.995, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of float32 and float16 artifacts.")
+    min_agreement_int8: float = Field(0.97, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of int8-weight TFLite models (dynamic-range and full int8).")
     latency_images: int = Field(20, ge=1, le=10_000, description="Single-image calls timed per artifact for the mean latency in the parity report.")
 
 
