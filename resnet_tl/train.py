@@ -221,7 +221,19 @@ def train(
     `resnet_tl.distribute.Cluster` for multi-worker training (default: from
     RESNET_TL_* environment variables); only process 0 writes the run
     folder, the others write to a temporary folder they delete.
+    The global Keras dtype policy is set for the run and restored afterwards.
     """
+    from resnet_tl.kerasenv import keras_module
+
+    keras = keras_module()
+    previous = keras.config.dtype_policy()
+    try:
+        return _train(recipe, out, name, resume, dataset, progress, cluster)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult:
     from resnet_tl import precision as precision_mod
     from resnet_tl.runs import check_new_run
 
@@ -370,9 +382,9 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
         cached = phase.uses_feature_cache and setup.num_processes == 1
         if cached:
             extractor = feature_extractor(classifier)
-            feats_val = _features(extractor, ds.x_val, tc.batch_size, None, 0)
+            feats_val = _features(extractor, ds.x_val, tc.batch_size, None)
             views = [
-                _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None, v)
+                _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None)
                 for v in range(cfg.feature_cache_views)
             ]
             feat_in = keras.Input(head.input_shape[1:], name="features")
@@ -467,16 +479,12 @@ def _write_epoch(paths: RunPaths, ck_state: dict, classifier, augmenter, optimiz
         _write_history(paths, ck_state["history"])
 
 
-def _features(extractor, x, batch_size, augmenter, view: int) -> np.ndarray:
+def _features(extractor, x, batch_size, augmenter) -> np.ndarray:
     """Pooled backbone features (N, C) float32, optionally of one augmented view."""
-    from resnet_tl.evaluate import inference_batches
+    from resnet_tl.evaluate import predict_batched
 
-    out = []
-    for xb in inference_batches(x, batch_size):
-        if augmenter is not None:
-            xb = augmenter(xb, training=True)
-        out.append(np.asarray(extractor(xb, training=False), dtype="float32"))
-    return np.concatenate(out) if out else np.zeros((0, extractor.output_shape[-1]), "float32")
+    augment = None if augmenter is None else (lambda xb: np.asarray(augmenter(xb, training=True)))
+    return predict_batched(extractor, x, batch_size, augment)
 
 
 class _EpochNotifier:
