@@ -205,3 +205,25 @@ def test_early_stopping_ends_the_phase_and_the_next_phase_runs(tmp_path):
     assert [r["phase"] for r in result.history] == ["stuck", "stuck", "stuck", "next"]
     with np.load(tmp_path / "es" / "checkpoint" / "last.npz") as z:
         assert json.loads(str(z["state"]))["phase"] == 1
+
+
+def test_training_completes_on_a_messy_folder_and_reports_every_bad_file(messy_folder, tmp_path):
+    from conftest import MESSY_EXPECTED
+
+    from resnet_tl.recipe import build_recipe
+
+    recipe = build_recipe({
+        "name": "messy",
+        "data": {"dir": str(messy_folder), "image_size": 16, "skip_empty_classes": True,
+                 "cache_dir": str(tmp_path / "cache"), "augment": {"flip": "none"}},
+        "model": {"backbone": "resnet20"},
+        "schedule": [{"epochs": 1, "train": "all", "batchnorm": "train"}],
+        "train": {"batch_size": 4, "precision": "float32"},
+    })
+    result = train(recipe, out=tmp_path / "runs", name="messy")
+    assert (result.run_dir / "labels.txt").read_text().split() == ["cat", "dog"]  # bird had no usable image
+    used = sum(1 for v in MESSY_EXPECTED.values() if v == "used")
+    assert result.metrics["n_train"] + result.metrics["n_val"] == used
+    report = json.loads((result.run_dir / "data_report.json").read_text())
+    skipped = {s["path"].split("messy/")[-1]: s["reason"] for s in report["skipped"]}
+    assert skipped == {k: v for k, v in MESSY_EXPECTED.items() if v != "used"}
