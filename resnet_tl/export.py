@@ -8,7 +8,8 @@ dtypes and quantisation, preprocessing note), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
 `resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime)
 and run over the validation split; its top-1 agreement with the Keras model
-must reach ``export.min_agreement_float`` (``min_agreement_int8`` for int8).
+must reach ``export.min_agreement_float`` (``min_agreement_int8`` for the
+int8-weight TFLite models: dynamic-range and full int8).
 Below it the files stay, the manifest marks them ``"check": "failed"`` and
 `ExportCheckFailed` is raised last.
 
