@@ -431,7 +431,10 @@ def _io_details(path: Path, fmt: str) -> dict:
     if fmt == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        interp = Interpreter(model_path=str(path))
+        from resnet_tl.kerasenv import fd2_silenced
+
+        with fd2_silenced():
+            interp = Interpreter(model_path=str(path))
 
         def one(d):
             scale, zero = d["quantization"]

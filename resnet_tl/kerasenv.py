@@ -22,6 +22,14 @@ def quiet_tensorflow() -> None:
 
 
 @contextlib.contextmanager
+def fd2_silenced():
+    """Point file descriptor 2 at /dev/null: C++ runtimes (TensorFlow, LiteRT)
+    log there directly, past Python's sys.stderr."""
+    with _fd2_silenced():
+        yield
+
+
+@contextlib.contextmanager
 def _fd2_silenced():
     try:
         sys.stderr.flush()

@@ -164,6 +164,8 @@ def _load_tflite(path: Path, num_threads):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise UserError("TFLite models need LiteRT: pip install ai-edge-litert") from None
+    from resnet_tl.kerasenv import fd2_silenced
+
     interp = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
     inp = interp.get_input_details()[0]
     state = {"batch": None}
@@ -171,7 +173,8 @@ def _load_tflite(path: Path, num_threads):
     def run(x):
         if state["batch"] != len(x):
             interp.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
-            interp.allocate_tensors()
+            with fd2_silenced():  # LiteRT announces its XNNPACK delegate on stderr here
+                interp.allocate_tensors()
             state["batch"] = len(x)
         i = interp.get_input_details()[0]
         o = interp.get_output_details()[0]

@@ -33,13 +33,17 @@ def _show(result, json_: bool) -> None:
     if json_:
         emit_json(result.to_dict())
         return
+    from rich import box
     from rich.table import Table
 
-    t = Table("artifact", "runtime", "check", "agreement", "accuracy (keras)", "max |dp|", "size", "latency", title=f"export {result.export_dir}")
+    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}", caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability difference; ms: one image")
+    t.add_column("artifact", no_wrap=True)  # a cut file name is useless
+    for name in ("check", "agree", "acc (keras)", "|dp|", "MB", "ms"):
+        t.add_column(name, justify="left" if name == "check" else "right")
     for a in result.artifacts:
         p = a.parity or {}
-        t.add_row(a.path, a.runtime, {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
-                  f"{p['agreement']:.4f}" if p else "-", f"{p['accuracy']:.4f} ({p['keras_accuracy']:.4f})" if p else "-",
-                  f"{p['max_abs_diff']:.2g}" if p else "-", f"{a.size_bytes / 1e6:.2f} MB", f"{p['latency_ms']:.2f} ms" if p else "-")
+        t.add_row(a.path, {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
+                  f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
+                  f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
     out.print(t)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)
