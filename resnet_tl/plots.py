@@ -37,9 +37,15 @@ def plot_curves(history: list[dict]) -> bytes:
     epochs = [int(r["epoch"]) for r in history]
     marker = "o" if len(history) <= 30 else None
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        seen = []
         for col, style, label in ((key, "-", "train"), (f"val_{key}", "--", "val")):
             values = [_num(r.get(col)) for r in history]
+            seen += [v for v in values if v == v and v > 0]
             ax.plot(epochs, values, style, marker=marker, markersize=4, label=label)
+        # One wild early epoch (fresh BatchNorm statistics) would flatten the
+        # rest of a linear loss axis.
+        if key == "loss" and seen and max(seen) / min(seen) > 100:
+            ax.set_yscale("log")
         ax.set_title(title, pad=16)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("epoch")
