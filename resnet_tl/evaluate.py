@@ -73,22 +73,16 @@ def validation_metrics(model, ds, batch_size: int, probs: np.ndarray | None = No
     """
     if probs is None:
         probs = predict_probs(model, ds.x_val, batch_size)
-    y = np.asarray(ds.y_val, dtype=np.int64)
-    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
-    eps = 1e-7
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0)))) if len(y) else float("nan")
-    cm = confusion_matrix(y, pred, len(ds.classes))
-    support = cm.sum(axis=1)
-    per_class = {
-        c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(ds.classes)
-    }
+    m = classification_metrics(ds.y_val, probs, list(ds.classes), misclassified=0)
+    nan = float("nan")
     return {
-        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-        "loss": loss,
-        "per_class_accuracy": per_class,
+        "accuracy": nan if m["accuracy"] is None else m["accuracy"],
+        "loss": nan if m["loss"] is None else m["loss"],
+        # A class's accuracy is its recall; undefined without validation images.
+        "per_class_accuracy": {r["class"]: (r["recall"] if r["support"] else None) for r in m["per_class"]},
         "n_train": int(len(ds.y_train)),
-        "n_val": int(len(y)),
-        "classes": list(ds.classes),
+        "n_val": m["n"],
+        "classes": m["classes"],
     }
 
 

@@ -539,7 +539,7 @@ def _umask() -> int:
 @contextlib.contextmanager
 def _quiet():
     """Converters print MLIR and absl chatter on fd 2; keep it off the user's terminal."""
-    from resnet_tl.kerasenv import _fd2_silenced
+    from resnet_tl.kerasenv import fd2_silenced
 
-    with _fd2_silenced():
+    with fd2_silenced():
         yield

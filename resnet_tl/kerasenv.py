@@ -25,12 +25,6 @@ def quiet_tensorflow() -> None:
 def fd2_silenced():
     """Point file descriptor 2 at /dev/null: C++ runtimes (TensorFlow, LiteRT)
     log there directly, past Python's sys.stderr."""
-    with _fd2_silenced():
-        yield
-
-
-@contextlib.contextmanager
-def _fd2_silenced():
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -52,7 +46,7 @@ def keras_module():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     quiet_tensorflow()
-    with _fd2_silenced():
+    with fd2_silenced():
         import keras
 
         if keras.backend.backend() == "tensorflow":

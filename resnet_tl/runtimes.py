@@ -131,11 +131,11 @@ def _load_keras(path: Path, num_threads):
 
 
 def _import_tf():
-    from resnet_tl.kerasenv import _fd2_silenced, quiet_tensorflow
+    from resnet_tl.kerasenv import fd2_silenced, quiet_tensorflow
 
     quiet_tensorflow()
     try:
-        with _fd2_silenced():
+        with fd2_silenced():
             import tensorflow as tf
     except ImportError:
         raise UserError("export needs TensorFlow: pip install tensorflow") from None

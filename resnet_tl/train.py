@@ -344,7 +344,7 @@ def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> 
     with setup.scope():
         classifier = build_classifier(recipe.model, n_classes, dc.image_size)
         augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed)
-    backbone, head = parts(classifier)
+    _, head = parts(classifier)
 
     history: list[dict] = []
     best_value: float | None = None
