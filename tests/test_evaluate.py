@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import make_class_folder
 from helpers import tiny_recipe
-from resnet_tl.evaluate import classification_metrics, resolve_top_k
+from resnet_tl.metrics import classification_metrics, resolve_top_k
 
 # ------------------------------------------------------------ fixed case
 # y_true and probabilities of 8 images over classes a, b, c; by hand:
