@@ -29,6 +29,7 @@ import numpy as np
 from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_image
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_write_text
+from resnet_tl.runs import read_labels, resolve_model
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 _GLOB_CHARS = set("*?[")
@@ -55,9 +56,9 @@ def predict(
     out_fmt = output_format(fmt, output)
     if output is not None:
         check_output(Path(output), files, out_fmt)
-    model_path = _model_path(Path(model))
+    model_path, _ = resolve_model(model)
     predictor = load_predictor(model_path, batch_size=batch_size)
-    names = _read_labels(Path(labels)) if labels is not None else predictor.labels
+    names = read_labels(labels, "--labels") if labels is not None else predictor.labels
 
     rows: dict[Path, dict] = {}
     size = predictor.image_size
@@ -157,25 +158,6 @@ def _image_files(folder: Path) -> list[Path]:
             if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_EXTENSIONS:
                 out.append(Path(root) / n)
     return out
-
-
-def _model_path(path: Path) -> Path:
-    """A run folder stands for its model.keras; anything else is the model itself."""
-    if path.is_dir() and (path / "recipe.yaml").is_file():
-        if not (path / "model.keras").is_file():
-            raise UserError(f"run '{path}' has no model.keras (training did not finish); allowed: a finished run or a model file")
-        return path / "model.keras"
-    return path
-
-
-def _read_labels(path: Path) -> list[str]:
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as e:
-        raise UserError(f"--labels '{path}': cannot be read ({e.strerror})") from None
-    if not names:
-        raise UserError(f"--labels '{path}': received no class names; allowed: one class name per line")
-    return names
 
 
 # ------------------------------------------------------------------- output

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_write_json
+from resnet_tl.io import atomic_write_json, atomic_write_text
 
 STATUSES = ("running", "interrupted", "failed", "complete")
 
@@ -114,11 +114,49 @@ def write_status(paths: RunPaths, status: str, **extra) -> None:
     atomic_write_json(paths.status, doc)
 
 
-def open_run(run: str | Path) -> RunPaths:
-    """An existing run folder (for resume, evaluate, export)."""
+def is_run(path: str | Path) -> bool:
+    """Whether `path` is a run folder (it holds recipe.yaml); the one test for it."""
+    p = Path(path)
+    return p.is_dir() and (p / "recipe.yaml").is_file()
+
+
+def open_run(run: str | Path, *, finished: bool = False) -> RunPaths:
+    """An existing run folder (for resume, evaluate, export).
+
+    finished: also require model.keras and labels.txt (training completed).
+    """
     root = Path(run)
     if not root.is_dir():
         raise UserError(f"run folder '{run}' not found")
-    if not (root / "recipe.yaml").is_file():
+    if not is_run(root):
         raise UserError(f"'{run}' is not a resnet-tl run folder (no recipe.yaml)")
-    return RunPaths(root)
+    paths = RunPaths(root)
+    if finished:
+        for p in (paths.model, paths.labels):
+            if not p.is_file():
+                raise UserError(f"run '{run}' has no {p.name} (training did not finish); allowed: a finished run or a model file")
+    return paths
+
+
+def resolve_model(path: str | Path) -> tuple[Path, RunPaths | None]:
+    """(model file, run) for a run folder (its model.keras) or (path, None) for a model file."""
+    if is_run(path):
+        run = open_run(path, finished=True)
+        return run.model, run
+    return Path(path), None
+
+
+def read_labels(path: str | Path, what: str = "labels file") -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored); the one reader of labels.txt."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{what} '{path}': cannot be read ({e.strerror})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"{what} '{path}': received no class names; allowed: one class name per line")
+    return names
+
+
+def write_labels(path: str | Path, labels: list[str]) -> None:
+    atomic_write_text(path, "\n".join(labels) + "\n")
