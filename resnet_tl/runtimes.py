@@ -25,8 +25,24 @@ from typing import Callable
 import numpy as np
 
 from resnet_tl.errors import UserError
+from resnet_tl.formats import FORMATS, detect_format
 
-FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+# format name -> load(path, num_threads) -> (run_batch: uint8 (B,S,S,3) ->
+# float32 (B,C), image_size); filled by @loads.
+LOADERS: dict[str, Callable] = {}
+
+
+def loads(fmt: str):
+    """Register the decorated function as the loader of `fmt` (a row of formats.FORMATS)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"loads: received {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+    def register(fn):
+        LOADERS[fmt] = fn
+        return fn
+
+    return register
+
 
 
 class Predictor:
@@ -42,12 +58,17 @@ class Predictor:
         self.sidecar = sidecar
         self.batch_size = batch_size
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = self._check(images)
-        if len(x) == 0:
+    def __call__(self, images) -> np.ndarray:
+        """images: uint8 (B, S, S, 3) or one (S, S, 3), any array-like (a memmap is
+        read `batch_size` images at a time, never whole)."""
+        if getattr(images, "ndim", None) == 3:
+            images = np.asarray(images)[None]
+        outs = [self._run_batch(self._check(images[i:i + self.batch_size]))
+                for i in range(0, len(images), self.batch_size)]
+        if not outs:
+            self._check(np.asarray(images))
             n = len(self.labels) if self.labels else 0
             return np.zeros((0, n), np.float32)
-        outs = [self._run_batch(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def _check(self, images) -> np.ndarray:
@@ -65,30 +86,48 @@ class Predictor:
         return f"Predictor(format={self.format!r}, path='{self.path}', image_size={self.image_size})"
 
 
-def detect_format(path: str | Path) -> str:
-    """keras | savedmodel | tflite | onnx, from the path; UserError otherwise."""
-    p = Path(path)
-    if p.is_dir():
-        if (p / "saved_model.pb").exists():
-            return "savedmodel"
-        raise UserError(f"model '{p}': a folder without saved_model.pb; allowed: a SavedModel folder or a .keras/.tflite/.onnx file")
-    if not p.exists():
-        raise UserError(f"model '{p}': no such file or folder")
-    fmt = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}.get(p.suffix.lower())
-    if fmt is None:
-        raise UserError(f"model '{p}': received suffix {p.suffix!r}; allowed: .keras, .tflite, .onnx or a SavedModel folder")
-    return fmt
-
-
 def load_predictor(path: str | Path, batch_size: int = 32, num_threads: int | None = None) -> Predictor:
     """Load any model resnet-tl writes into a `Predictor`."""
     p = Path(path)
     fmt = detect_format(p)
     sidecar = read_sidecar(p, fmt)
-    run_batch, image_size = _LOADERS[fmt](p, num_threads)
+    run_batch, image_size = LOADERS[fmt](p, num_threads)
     labels = (sidecar or {}).get("labels") or _labels_beside(p)
     return Predictor(run_batch, path=p, format=fmt, image_size=int(image_size), labels=labels,
                      sidecar=sidecar, batch_size=batch_size)
+
+
+# ------------------------------------------------------- batched inference
+def inference_batches(x, batch_size: int):
+    """Consecutive float32 batches of `x` (a uint8 memmap or any array), in order."""
+    for i in range(0, len(x), batch_size):
+        yield np.asarray(x[i:i + batch_size], dtype=np.float32)
+
+
+def predict_batched(model, x, batch_size: int, transform=None) -> np.ndarray:
+    """model outputs (N, ...) float32 for inputs `x` (N, ...), `batch_size` at a time.
+
+    predict_on_batch runs a compiled function (calling the model eagerly is
+    several times slower under TensorFlow); the last batch is padded to full
+    size so that function is traced once, not again for a smaller shape.
+    transform: applied to each float32 batch first (e.g. augmentation).
+    """
+    out = []
+    for xb in inference_batches(x, batch_size):
+        n = len(xb)
+        if n < batch_size and len(x) > batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
+        if transform is not None:
+            xb = transform(xb)
+        out.append(np.asarray(model.predict_on_batch(xb), dtype="float32")[:n])
+    if out:
+        return np.concatenate(out)
+    return np.zeros((0, *model.output_shape[1:]), "float32")
+
+
+def predict_probs(model, x, batch_size: int) -> np.ndarray:
+    """Class probabilities (N, classes) float32 for uint8 or float pixels (N, S, S, 3)."""
+    return predict_batched(model, x, batch_size)
 
 
 # ------------------------------------------------------------------ sidecars
@@ -109,20 +148,29 @@ def read_sidecar(path: Path, fmt: str) -> dict | None:
 
 
 def _labels_beside(path: Path) -> list[str] | None:
+    from resnet_tl.runs import read_labels
+
     for c in ([path / "labels.txt"] if path.is_dir() else []) + [path.parent / "labels.txt"]:
         if c.is_file():
-            return [line.strip() for line in c.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return read_labels(c)
     return None
 
 
 # ------------------------------------------------------------------ runtimes
-def _load_keras(path: Path, num_threads):
+def load_keras_model(path: str | Path):
+    """A .keras file as a Keras model: safe mode (no code runs from the file), not compiled."""
     from resnet_tl.kerasenv import keras_module
 
     keras = keras_module()
     import resnet_tl.model  # noqa: F401  registers Preprocess
 
-    model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+@loads("keras")
+def _load_keras(path: Path, num_threads):
+    keras = __import__("keras")
+    model = load_keras_model(path)
 
     def run(x):
         return keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
@@ -130,7 +178,7 @@ def _load_keras(path: Path, num_threads):
     return run, int(model.input_shape[1])
 
 
-def _import_tf():
+def import_tensorflow():
     from resnet_tl.kerasenv import fd2_silenced, quiet_tensorflow
 
     quiet_tensorflow()
@@ -142,8 +190,9 @@ def _import_tf():
     return tf
 
 
+@loads("savedmodel")
 def _load_savedmodel(path: Path, num_threads):
-    tf = _import_tf()
+    tf = import_tensorflow()
     loaded = tf.saved_model.load(str(path))
     if "serving_default" not in loaded.signatures:
         raise UserError(f"SavedModel '{path}': no 'serving_default' signature; found {sorted(loaded.signatures)}")
@@ -159,6 +208,7 @@ def _load_savedmodel(path: Path, num_threads):
     return run, int(in_spec.shape[1])
 
 
+@loads("tflite")
 def _load_tflite(path: Path, num_threads):
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -206,6 +256,7 @@ def dequantize(q: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+@loads("onnx")
 def _load_onnx(path: Path, num_threads):
     try:
         import onnxruntime as ort
@@ -221,6 +272,3 @@ def _load_onnx(path: Path, num_threads):
         return sess.run(None, {inp.name: x.astype(np_dtype)})[0]
 
     return run, int(inp.shape[1])
-
-
-_LOADERS = {"keras": _load_keras, "savedmodel": _load_savedmodel, "tflite": _load_tflite, "onnx": _load_onnx}
