@@ -1,6 +1,5 @@
-"""What a person looks at after training: curves, TensorBoard logs, the validation eval, report.html.
+"""What a person looks at after training: TensorBoard logs and report.html.
 
-`after_training(...)` is the one call the trainer makes when a run ends.
 `write_report(run_dir)` builds RUN/report.html from the files in the run
 folder alone, so `evaluate` can refresh it later. The report is one
 self-contained file: images are inlined as base64 data URIs, CSS is inline,
@@ -16,36 +15,11 @@ import importlib.util
 import json
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
-from resnet_tl.io import atomic_write_bytes, atomic_write_text
-from resnet_tl.runs import RunPaths
+from resnet_tl.io import atomic_write_text
 
 TENSORBOARD_DIR = "tensorboard"
-
-
-def after_training(recipe, paths: RunPaths, ds, classifier, history: list[dict], val_probs=None) -> None:
-    """Write plots/curves.png, tensorboard/, eval/val/ and report.html for a finished run.
-
-    A failure of one artefact is a warning, never a failed run: the model and
-    metrics.json are already saved when this runs. val_probs: the
-    classifier's validation probabilities (N, C), when already computed.
-    """
-    from resnet_tl.evaluate import evaluate_in_memory
-    from resnet_tl.plots import plot_curves
-
-    steps = (
-        ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),
-        ("tensorboard/", lambda: write_tensorboard(history, paths.root / TENSORBOARD_DIR)),
-        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val", probs=val_probs)),
-        ("report.html", lambda: write_report(paths.root)),
-    )
-    for what, step in steps:
-        try:
-            step()
-        except Exception as e:  # noqa: BLE001 - reported, and the run stays complete
-            warnings.warn(f"{paths.root}: could not write {what} ({type(e).__name__}: {e})", stacklevel=2)
 
 
 # -------------------------------------------------------------- tensorboard
