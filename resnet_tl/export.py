@@ -3,7 +3,7 @@
     export_run("runs/x", formats=["all"], quantize=["none", "int8"]) -> ExportResult
 
 Writes ``RUN/export/``: one artifact per (format, quantisation) from the
-`FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
+`resnet_tl.formats.FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
 dtypes and quantisation, preprocessing note), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
 `resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime)
@@ -21,46 +21,44 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from resnet_tl.errors import ExportCheckFailed, UserError
-from resnet_tl.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-from resnet_tl.recipe import ExportConfig, Recipe
-from resnet_tl.runs import RunPaths
+from resnet_tl.formats import FORMATS, QUANT_NAMES
+from resnet_tl.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
+from resnet_tl.runtimes import import_tensorflow
+from resnet_tl.runs import RunPaths, open_run, read_labels, write_labels
+
+if TYPE_CHECKING:
+    from resnet_tl.recipe import ExportConfig, Recipe
 
 PREPROCESSING_NOTE = (
     "Feed RGB pixels 0..255 (uint8, or float32 where the input dtype says so), resized to "
     "image_size x image_size (whole image, bilinear, no crop); the backbone's normalisation is inside the model."
 )
-QUANT_NAMES = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 
 
-@dataclass(frozen=True)
-class Format:
-    """One export format: where its files go, how it is written, what runs it."""
-
-    filename: Callable[[str], str]  # quantize -> artifact path inside export/
-    sidecar: Callable[[str], str]  # quantize -> sidecar JSON name inside export/
-    writer: str  # name of the writer function in this module
-    runtime: str
-    quantize: tuple[str, ...] = ("none",)
+# format name -> its writer(ctx, dest: Path, quantize: str); filled by @writes.
+WRITERS: dict[str, Callable] = {}
 
 
-FORMATS: dict[str, Format] = {
-    "keras": Format(lambda q: "model.keras", lambda q: "model.json", "_write_keras", "keras"),
-    "savedmodel": Format(lambda q: "savedmodel", lambda q: "savedmodel.json", "_write_savedmodel", "tensorflow"),
-    "tflite": Format(lambda q: f"model_{QUANT_NAMES[q]}.tflite", lambda q: f"model_{QUANT_NAMES[q]}.json",
-                     "_write_tflite", "litert", ("none", "float16", "dynamic", "int8")),
-    "onnx": Format(lambda q: "model.onnx", lambda q: "model_onnx.json", "_write_onnx", "onnxruntime"),
-}
+def writes(fmt: str):
+    """Register the decorated function as the writer of `fmt` (a row of formats.FORMATS)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"writes: received {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+    def register(fn):
+        WRITERS[fmt] = fn
+        return fn
+
+    return register
 
 
 @dataclass
@@ -149,7 +147,7 @@ def export_run(
     tf = import_tensorflow()
     keras = _keras()
 
-    model = _load_model(paths.model)
+    model = load_model(paths.model)
     float_model = float32_copy(model, recipe, len(labels))
     image_size = int(model.input_shape[1])
     needs_data = check or any(q == "int8" for _, q in pairs)
@@ -163,7 +161,7 @@ def export_run(
 
     out = paths.export_dir
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "labels.txt", "".join(f"{c}\n" for c in labels))
+    write_labels(out / "labels.txt", labels)
     ctx = _Context(tf=tf, keras=keras, model=model, float_model=float_model, paths=paths, cfg=cfg,
                    image_size=image_size, labels=labels, representative=representative)
 
@@ -196,7 +194,7 @@ def _write_all(ctx, pairs, out: Path, check: bool, dataset, reference, say) -> l
         spec = FORMATS[fmt]
         art = Artifact(fmt, q, spec.filename(q), spec.sidecar(q), spec.runtime)
         say(f"writing {art.path}")
-        globals()[spec.writer](ctx, out / art.path, q)
+        WRITERS[fmt](ctx, out / art.path, q)
         art.size_bytes, art.sha256 = _size_and_hash(out / art.path)
         art.io = _io_details(out / art.path, fmt)
         atomic_write_json(out / art.sidecar, _sidecar(art, ctx), indent=2)
@@ -238,13 +236,6 @@ def _overall(artifacts: list[Artifact]) -> str:
 
 
 # ------------------------------------------------------------------- loading
-def import_tensorflow():
-    """TensorFlow, quietly; a UserError where it is not installed (e.g. a JAX-only install)."""
-    from resnet_tl.runtimes import _import_tf
-
-    return _import_tf()
-
-
 def _keras():
     from resnet_tl.kerasenv import keras_module
 
@@ -257,19 +248,16 @@ def _keras():
 def _open_run(run_dir) -> tuple[RunPaths, Recipe, list[str]]:
     from resnet_tl.recipe import load_recipe
 
-    paths = RunPaths(Path(run_dir))
-    for p in (paths.model, paths.recipe, paths.labels):
-        if not p.is_file():
-            raise UserError(f"run folder '{paths.root}': {p.name} missing; allowed: a finished run folder (resnet-tl train)")
-    labels = [line.strip() for line in paths.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return paths, load_recipe(str(paths.recipe)), labels
+    paths = open_run(run_dir, finished=True)
+    return paths, load_recipe(str(paths.recipe)), read_labels(paths.labels)
 
 
-def _load_model(path: Path):
-    keras = _keras()
-    import resnet_tl.model  # noqa: F401  registers Preprocess
+def load_model(path: Path):
+    """The run's Keras model, under the TensorFlow backend that export needs."""
+    from resnet_tl.runtimes import load_keras_model
 
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    _keras()
+    return load_keras_model(path)
 
 
 def float32_copy(model, recipe: Recipe, n_classes: int):
@@ -304,6 +292,7 @@ def representative_sample(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -
 
 
 # ------------------------------------------------------------------- writers
+@writes("keras")
 def _write_keras(ctx: _Context, dest: Path, q: str) -> None:
     atomic_write_bytes(dest, ctx.paths.model.read_bytes())
 
@@ -330,6 +319,7 @@ def _serving_functions(ctx: _Context):
     return serve, serve_bytes
 
 
+@writes("savedmodel")
 def _write_savedmodel(ctx: _Context, dest: Path, q: str) -> None:
     serve, serve_bytes = _serving_functions(ctx)
     archive = ctx.keras.export.ExportArchive()
@@ -341,6 +331,7 @@ def _write_savedmodel(ctx: _Context, dest: Path, q: str) -> None:
             archive.write_out(str(tmp), verbose=False)
 
 
+@writes("tflite")
 def _write_tflite(ctx: _Context, dest: Path, q: str) -> None:
     # Converting from a SavedModel freezes the Keras variables into constants;
     # from_concrete_functions leaves READ_VARIABLE ops that break int8 calibration.
@@ -382,6 +373,7 @@ def _configure_quantization(converter, tf, q: str, ctx: _Context) -> None:
         converter.inference_output_type = io_type
 
 
+@writes("onnx")
 def _write_onnx(ctx: _Context, dest: Path, q: str) -> None:
     try:
         import onnx  # noqa: F401
@@ -508,32 +500,6 @@ def _size_and_hash(path: Path) -> tuple[int, str]:
                 h.update(chunk)
         size += f.stat().st_size
     return size, h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path):
-    """A temporary folder beside `dest`, swapped in for it on success (the old one removed), dropped on failure."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give it the mode a plain mkdir would
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    from resnet_tl.io import _UMASK
-
-    return _UMASK
 
 
 @contextlib.contextmanager
