@@ -8,7 +8,8 @@ keras.applications (``conv1_conv``, ``conv4_block3_2_bn``, ...) for every
 family, so ``stage_of`` and one freezing schedule address every backbone.
 
 Only ``keras``, ``keras.layers`` and ``keras.saving`` are used, so the module
-runs under the TensorFlow and JAX backends alike.
+runs under the TensorFlow and JAX backends alike; Keras is imported on first
+use, so reading the table (the recipe schema does) costs nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +21,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import keras
-from keras import layers
-
 from resnet_tl.errors import UserError
+
+
+class _LazyModule:
+    """Imports a module on first attribute access: the table below is read by
+    the recipe schema (and so by `--help`), which must not pay for Keras."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        from resnet_tl.kerasenv import keras_module
+
+        keras_module()  # first import of Keras, quietly
+        return getattr(importlib.import_module(self._name), attr)
+
+
+keras = _LazyModule("keras")
+layers = _LazyModule("keras.layers")
 
 Family = Literal["keras_v1", "keras_v2", "basic", "cifar"]
 Preprocessing = Literal["caffe", "tf", "torch"]

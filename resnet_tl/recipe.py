@@ -25,7 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from resnet_tl.backbones import BACKBONES as _BACKBONE_TABLE
 from resnet_tl.errors import UserError
+from resnet_tl.formats import FORMATS as EXPORT_FORMATS, QUANT_NAMES
+from resnet_tl.optimizers import OPTIMIZERS
 
 def _recipes_dir() -> Path:
     # A checkout (or editable install) reads the top-level recipes/ folder; a
@@ -81,11 +84,7 @@ class DataConfig(_Section):
 
 
 # -------------------------------------------------------------------- model
-BACKBONES = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnet50v2", "resnet101v2", "resnet152v2",
-    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-)
+BACKBONES = tuple(_BACKBONE_TABLE)  # the names, in the table's order
 
 
 class HeadConfig(_Section):
@@ -123,7 +122,7 @@ class PhaseConfig(_Section):
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
     warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs.")
     decay: Literal["constant", "cosine", "linear"] = Field("constant", description="Learning-rate decay after warm-up.")
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (adamw, sgd).")
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0, description="Layer-wise lr decay: a stage d levels below the head gets lr x factor^d.")
@@ -148,7 +147,7 @@ class GradualConfig(_Section):
     head_epochs: int = Field(1, ge=0, description="Head-only epochs before unfreezing starts (0 = none).")
     lr: float = Field(1e-4, gt=0.0, le=10.0)
     head_lr: float = Field(1e-3, gt=0.0, le=10.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
     decay: Literal["constant", "cosine", "linear"] = "constant"
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0)
     batchnorm: Literal["frozen", "train"] = "frozen"
@@ -202,8 +201,8 @@ class EvaluateConfig(_Section):
 
 
 class ExportConfig(_Section):
-    formats: list[Literal["keras", "savedmodel", "tflite", "onnx"]] = Field(default_factory=lambda: ["keras", "savedmodel", "tflite"])
-    quantize: list[Literal["none", "float16", "dynamic", "int8"]] = Field(default_factory=lambda: ["none"])
+    formats: list[Literal[tuple(EXPORT_FORMATS)]] = Field(default_factory=lambda: ["keras", "savedmodel", "tflite"])  # type: ignore[valid-type]
+    quantize: list[Literal[tuple(QUANT_NAMES)]] = Field(default_factory=lambda: ["none"])  # type: ignore[valid-type]
     representative_samples: int = Field(128, ge=1, le=100_000, description="Images (class-stratified, from train) that calibrate int8.")
     int8_io: Literal["int8", "uint8", "float32"] = Field("uint8", description="Input/output type of full-int8 TFLite models.")
     min_agreement_float: float = Field(0.995, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of float32 and float16 artifacts.")

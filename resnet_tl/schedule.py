@@ -1,5 +1,6 @@
 """Freeze/unfreeze schedules: phase expansion, stage selection, freezing,
-per-stage learning rates and the learning-rate curve of a phase.
+per-stage learning rates and the learning-rate curve of a phase (the
+optimizers themselves are in `resnet_tl.optimizers`).
 
 Stages are named as Keras names them: ``stem``, ``conv2`` .. ``conv5`` (CIFAR
 ResNets stop at ``conv4``), then ``head``. Depth below the head counts from
@@ -126,41 +127,40 @@ def lr_multipliers(classifier, phase: Phase, stages: tuple[str, ...]) -> dict[st
     return out
 
 
-def lr_at(step: float, steps_per_epoch: int, cfg: PhaseConfig) -> float:
-    """Learning rate after `step` optimizer steps of this phase (pure Python)."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warm = cfg.warmup_epochs * steps_per_epoch
-    if warm > 0 and step < warm:
-        return cfg.lr * (step + 1) / warm
+def lr_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
+    """The phase's learning rate after `step` optimizer steps: linear warm-up,
+    then constant, linear or cosine decay to 0 at the phase's end.
+
+    xp: the array namespace to compute in (numpy, or keras.ops inside a
+    compiled step), so the plotted and the applied rate are one formula.
+    """
+    total = float(max(1, cfg.epochs * steps_per_epoch))
+    warm = float(cfg.warmup_epochs * steps_per_epoch)
     if cfg.decay == "constant":
-        return cfg.lr
-    t = min(1.0, (step - warm) / max(1.0, total - warm))
-    if cfg.decay == "linear":
-        return cfg.lr * (1.0 - t)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        decayed = cfg.lr + 0.0 * step
+    else:
+        t = xp.clip((step - warm) / max(1.0, total - warm), 0.0, 1.0)
+        decayed = cfg.lr * (1.0 - t) if cfg.decay == "linear" else cfg.lr * 0.5 * (1.0 + xp.cos(math.pi * t))
+    if warm <= 0:
+        return decayed
+    return xp.where(step < warm, cfg.lr * (step + 1.0) / warm, decayed)
+
+
+def lr_at(step: float, steps_per_epoch: int, cfg: PhaseConfig) -> float:
+    """Learning rate after `step` optimizer steps of this phase, as a Python float."""
+    import numpy as np
+
+    return float(lr_formula(np.float64(step), steps_per_epoch, cfg, np))
 
 
 def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
-    """A Keras LearningRateSchedule mirroring `lr_at`, in keras.ops (any backend)."""
+    """A Keras LearningRateSchedule of `lr_formula`, in keras.ops (any backend)."""
     keras = __import__("keras")
     from keras import ops
 
     class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            step = ops.cast(step, "float32")
-            total = float(max(1, cfg.epochs * steps_per_epoch))
-            warm = float(cfg.warmup_epochs * steps_per_epoch)
-            if cfg.decay == "constant":
-                decayed = ops.convert_to_tensor(cfg.lr, "float32")
-            else:
-                t = ops.clip((step - warm) / max(1.0, total - warm), 0.0, 1.0)
-                if cfg.decay == "linear":
-                    decayed = cfg.lr * (1.0 - t)
-                else:
-                    decayed = cfg.lr * 0.5 * (1.0 + ops.cos(math.pi * t))
-            if warm <= 0:
-                return decayed
-            return ops.where(step < warm, cfg.lr * (step + 1.0) / warm, decayed)
+            return lr_formula(ops.cast(step, "float32"), steps_per_epoch, cfg, ops)
 
         def get_config(self):
             return {}
@@ -168,39 +168,12 @@ def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
     return PhaseSchedule()
 
 
-_OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+def phase_optimizer(classifier, phase: Phase, stages: tuple[str, ...], steps_per_epoch: int):
+    """The optimizer a phase trains with: its optimizer row, lr curve and per-stage rates."""
+    from resnet_tl.optimizers import make_optimizer
 
-
-def make_optimizer(cfg: PhaseConfig, steps_per_epoch: int, multipliers: dict[str, float]):
-    """The phase's optimizer; per-variable lr multipliers scale each update.
-
-    Keras optimizers take one learning rate; every optimizer routes each
-    variable's update through `update_step(grad, var, lr)` on every backend,
-    so scaling `lr` there gives layer-wise rates without a second optimizer.
-    Decoupled weight decay keeps the base rate.
-    """
-    keras = __import__("keras")
-    base = getattr(keras.optimizers, _OPTIMIZERS[cfg.optimizer])
-    kwargs = {"learning_rate": make_lr_schedule(cfg, steps_per_epoch)}
-    if cfg.optimizer == "sgd":
-        kwargs["momentum"] = cfg.momentum
-    if cfg.optimizer in ("adamw", "sgd") and cfg.weight_decay:
-        kwargs["weight_decay"] = cfg.weight_decay
-    elif cfg.optimizer == "adamw":
-        kwargs["weight_decay"] = 0.0
-
-    class StageScaled(base):
-        def update_step(self, gradient, variable, learning_rate):
-            # Backends hand over their own variable type (a tf.Variable under
-            # TF); the optimizer's index maps it back to the Keras variable.
-            keras_var = self._trainable_variables[self._get_variable_index(variable)]
-            m = multipliers.get(keras_var.path)
-            if m is not None:
-                learning_rate = learning_rate * m
-            return super().update_step(gradient, variable, learning_rate)
-
-    StageScaled.__name__ = f"StageScaled{base.__name__}"
-    return StageScaled(**kwargs)
+    return make_optimizer(phase.config, make_lr_schedule(phase.config, steps_per_epoch),
+                          lr_multipliers(classifier, phase, stages))
 
 
 def describe(phases: list[Phase], steps_per_epoch: int | None = None) -> list[dict]:

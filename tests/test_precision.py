@@ -87,7 +87,8 @@ def test_mixed_float16_wraps_our_optimizer_in_loss_scaling():
 
     from resnet_tl.model import build_classifier
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_optimizer
+    from resnet_tl.optimizers import make_optimizer
+    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
 
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     ds = bars_dataset(n_per_class=4, n_val_per_class=1)
@@ -99,7 +100,7 @@ def test_mixed_float16_wraps_our_optimizer_in_loss_scaling():
     cfg = PhaseConfig(train="all", optimizer="sgd", momentum=0.0, lr=0.05, lr_decay_per_stage=0.5)
     phase = Phase(0, "p", cfg, stages + ("head",))
     apply_freezing(clf, phase)
-    inner = make_optimizer(cfg, 1, lr_multipliers(clf, phase, stages))
+    inner = make_optimizer(cfg, make_lr_schedule(cfg, 1), lr_multipliers(clf, phase, stages))
     clf.compile(optimizer=inner, loss="categorical_crossentropy")
     assert isinstance(clf.optimizer, keras.optimizers.LossScaleOptimizer)
     assert clf.optimizer.inner_optimizer is inner
