@@ -43,12 +43,12 @@ def benchmark(recipe, *, steps: int = 10, batch_size: int | None = None, warmup:
     """
     from resnet_tl import precision as precision_mod
     from resnet_tl.backbones import BACKBONES
-    from resnet_tl.evaluate import predict_probs
+    from resnet_tl.runtimes import predict_probs
     from resnet_tl.kerasenv import keras_module
     from resnet_tl.model import build_classifier
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.schedule import Phase, all_stages, apply_freezing, lr_multipliers, make_optimizer
-    from resnet_tl.train import _make_batches
+    from resnet_tl.schedule import Phase, all_stages, apply_freezing, phase_optimizer
+    from resnet_tl.data.batches import keras_batches
 
     keras = keras_module()
     tc = recipe.train
@@ -70,12 +70,12 @@ def benchmark(recipe, *, steps: int = 10, batch_size: int | None = None, warmup:
         phase = Phase(0, "bench", PhaseConfig(train="all", batchnorm="train"), all_stages(spec.stages))
         apply_freezing(classifier, phase)
         classifier.compile(
-            optimizer=make_optimizer(phase.config, warmup + steps, lr_multipliers(classifier, phase, spec.stages)),
+            optimizer=phase_optimizer(classifier, phase, spec.stages, warmup + steps),
             loss=keras.losses.CategoricalCrossentropy(),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             jit_compile=setup.jit_compile, steps_per_execution=tc.steps_per_execution,
         )
-    batches = _make_batches(x, y, N_CLASSES, bs, tc.seed, True, setup=setup)
+    batches = keras_batches(x, y, N_CLASSES, bs, tc.seed, True, setup=setup)
     train_s = timed_fit(keras, classifier, batches, warmup)
     out = {
         "backbone": recipe.model.backbone, "image_size": size, "batch_size": bs,

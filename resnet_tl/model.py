@@ -92,13 +92,25 @@ def build_classifier(cfg: ModelConfig, num_classes: int, image_size: int) -> "ke
     return keras.Model(inputs, head(x), name="classifier")
 
 
+def backbone_of(classifier: "keras.Model") -> "keras.Model":
+    """The backbone sub-model of a classifier from `build_classifier` (or a file it saved).
+
+    Found by structure, not by name: the one nested model that is not the head.
+    """
+    nested = [layer for layer in classifier.layers if isinstance(layer, keras.Model) and layer.name != "head"]
+    if len(nested) != 1:
+        raise ValueError(f"model '{classifier.name}': expected one backbone sub-model; found {[m.name for m in nested]}")
+    return nested[0]
+
+
+def head_of(classifier: "keras.Model") -> "keras.Model":
+    """The head sub-model: pooled features (B, C) -> probabilities (B, classes)."""
+    return classifier.get_layer("head")
+
+
 def parts(classifier: "keras.Model") -> tuple["keras.Model", "keras.Model"]:
-    """(backbone, head) sub-models of a classifier built by `build_classifier`."""
-    names = [layer.name for layer in classifier.layers]
-    backbone = next(layer for layer in classifier.layers if layer.name in BACKBONES)
-    head = classifier.get_layer("head")
-    assert "preprocess" in names
-    return backbone, head
+    """(backbone, head) of a classifier built by `build_classifier`."""
+    return backbone_of(classifier), head_of(classifier)
 
 
 def feature_extractor(classifier: "keras.Model") -> "keras.Model":

@@ -9,17 +9,14 @@ checkpointing, early stopping and resume exact at epoch boundaries:
         head-only?  -> fit the head on cached backbone features
         otherwise   -> fit augment -> classifier on pixels
         after every epoch: checkpoint (atomic), history.csv, best weights
+
+The checkpoint format and its reading and writing live in `resnet_tl.checkpoint`.
 """
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
-import math
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,13 +24,15 @@ from typing import Any, Callable
 import numpy as np
 
 from resnet_tl import faults
+from resnet_tl.checkpoint import (
+    Checkpoint, RunState, assign, is_better, last_epoch, load_checkpoint, remove_partials, restore_best, write_epoch,
+)
+from resnet_tl.data.batches import keras_batches
 from resnet_tl.errors import Interrupted, UserError
 from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
 from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
-from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_status, write_status
+from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_labels, read_status, write_labels, write_status
 
-HISTORY_FIELDS = ("phase", "epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -46,130 +45,15 @@ class TrainResult:
     precision: str
     backend: str
     phases: list[dict] = field(default_factory=list)
+    distribution: dict = field(default_factory=dict)  # distribute, num_replicas, process_id, num_processes
+    model: Any = None  # the trained classifier (best weights), a keras.Model
 
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir), "metrics": self.metrics, "best_epoch": self.best_epoch,
             "seconds": round(self.seconds, 2), "precision": self.precision, "backend": self.backend,
-            "epochs": len(self.history), "phases": self.phases,
+            "epochs": len(self.history), "phases": self.phases, "distribution": self.distribution,
         }
-
-
-# ---------------------------------------------------------------- batches
-def _make_batches(x, y, n_classes, batch_size, seed, shuffle, class_weight=None, mix=None, setup=None):
-    """A Keras PyDataset of (pixels or features float32, one-hot labels[, sample weights]).
-
-    Labels are one-hot so label smoothing, mixup and cutmix share one loss.
-    With a distributed `setup`, this process reads its own shard, in steps of
-    its part of the global `batch_size`; training drops a last partial batch
-    so that every step splits evenly across devices.
-    """
-    import keras
-
-    from resnet_tl.data.batches import ArrayBatches
-
-    mix = mix or {}
-    shard = {}
-    if setup is not None and setup.num_replicas > 1:
-        shard = dict(batch_size=setup.process_batch_size(batch_size), shard_index=setup.process_id,
-                     num_shards=setup.num_processes, drop_remainder=shuffle)
-    batches = ArrayBatches(
-        x, y, **{"batch_size": batch_size, **shard}, shuffle=shuffle, seed=seed, class_weight=class_weight,
-        mixup=mix.get("mixup", 0.0), cutmix=mix.get("cutmix", 0.0), num_classes=n_classes,
-    )
-    eye = np.eye(n_classes, dtype=np.float32)
-
-    class OneHot(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
-
-        def __len__(self):
-            return len(batches)
-
-        def __getitem__(self, i):
-            item = batches[i]
-            yb = item[1]
-            if yb.ndim == 1:
-                yb = eye[yb]
-            return (item[0], yb, *item[2:])
-
-        def set_epoch(self, epoch):
-            batches.set_epoch(epoch)
-
-    return OneHot()
-
-
-# ------------------------------------------------------------- checkpoints
-@contextmanager
-def _defer_sigint():
-    """Hold Ctrl-C while a checkpoint is written; re-raise it afterwards."""
-    caught = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda s, f: caught.append(s))
-    except ValueError:  # not the main thread: nothing to defer
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays atomically; a full disk is a clear error and the old file stays."""
-    buf = _io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(data[: len(data) // 2])
-                f.flush()
-                faults.point("checkpoint")
-                f.write(data[len(data) // 2:])
-    except OSError as e:
-        raise UserError(f"could not write checkpoint '{path}' ({e.strerror or e}); training stopped, the previous checkpoint is kept") from None
-
-
-def _remove_partials(folder: Path) -> None:
-    """Temporary files a killed process left behind (never the real artifacts)."""
-    for p in folder.glob(".*.partial-*"):
-        p.unlink(missing_ok=True)
-
-
-def _variables_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
-    from resnet_tl.distribute import to_numpy
-
-    return {f"{prefix}{i:05d}": to_numpy(v) for i, v in enumerate(variables)}
-
-
-def _assign(variables, arrays: dict, prefix: str, what: str) -> None:
-    keys = sorted(k for k in arrays if k.startswith(prefix))
-    if len(keys) != len(variables):
-        raise UserError(f"checkpoint: {what} has {len(keys)} arrays but the model has {len(variables)} variables; the checkpoint does not belong to this model")
-    for v, k in zip(variables, keys):
-        value = arrays[k]
-        if tuple(v.shape) != tuple(value.shape):
-            raise UserError(f"checkpoint: {what} variable {v.path} has shape {tuple(v.shape)} but the checkpoint holds {value.shape}")
-        v.assign(value)
-
-
-# ------------------------------------------------------------------ history
-def _write_history(paths: RunPaths, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k) for k in HISTORY_FIELDS})
-    atomic_write_text(paths.history, buf.getvalue())
-
-
-def _better(monitor: str, value: float, best: float | None) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value > best if monitor == "val_accuracy" else value < best
 
 
 # ------------------------------------------------------------ plan/resume
@@ -255,7 +139,7 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
     try:
         return _run(recipe, paths, state, dataset, setup, notify, t_start)
     except KeyboardInterrupt:
-        epoch = _last_epoch(paths)
+        epoch = last_epoch(paths)
         write_status(paths, "interrupted", epoch=epoch)
         raise Interrupted(paths.root, epoch) from None
     except UserError:
@@ -282,22 +166,14 @@ def _run_worker(recipe: Recipe, ds, setup, t_start) -> TrainResult:
     return result
 
 
-def _last_epoch(paths: RunPaths) -> int:
-    try:
-        with np.load(paths.checkpoint) as z:
-            return int(json.loads(str(z["state"]))["epochs_done"])
-    except (OSError, KeyError, ValueError):
-        return 0
-
-
-def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, dict | None]:
+def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoint | None]:
     """Create a new run folder or reopen one for --resume; returns its checkpoint state."""
     from resnet_tl.runs import open_run
 
     if resume is None:
         paths = create_run_dir(out, name)
         atomic_write_text(paths.recipe, dump_recipe(recipe))
-        atomic_write_text(paths.labels, "\n".join(ds.classes) + "\n")
+        write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
             from resnet_tl.data.report import data_report
 
@@ -308,180 +184,177 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, dict | N
     status = read_status(paths).get("status")
     if status == "complete":
         raise UserError(f"run '{paths.root}' is complete; nothing to resume (start a new run instead)")
-    labels = paths.labels.read_text().split("\n")[:-1] if paths.labels.exists() else []
+    labels = read_labels(paths.labels) if paths.labels.exists() else []
     if labels and labels != list(ds.classes):
         raise UserError(f"--resume {paths.root}: the data's classes {list(ds.classes)} differ from the run's labels.txt {labels}")
-    state = None
-    if paths.checkpoint.exists():
-        with np.load(paths.checkpoint) as z:
-            arrays = {k: z[k] for k in z.files}
-        state = json.loads(str(arrays.pop("state")))
-        state["arrays"] = arrays
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise UserError(f"checkpoint '{paths.checkpoint}': written by an incompatible resnet-tl version")
-    _remove_partials(paths.checkpoint_dir)
-    _remove_partials(paths.root)
-    write_status(paths, "running", resumed_from_epoch=(state or {}).get("epochs_done", 0))
-    return paths, state
+    ckpt = load_checkpoint(paths)
+    remove_partials(paths.checkpoint_dir)
+    remove_partials(paths.root)
+    write_status(paths, "running", resumed_from_epoch=ckpt.state.epochs_done if ckpt else 0)
+    return paths, ckpt
 
 
-def _run(recipe: Recipe, paths: RunPaths, state, ds, setup, notify, t_start) -> TrainResult:
+def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, notify, t_start) -> TrainResult:
+    """The phase loop: each phase freezes its stages, builds what it fits, trains its epochs."""
     import keras
 
     from resnet_tl.augment import build_augmenter
     from resnet_tl.backbones import BACKBONES
-    from resnet_tl.data.batches import class_weights as make_class_weights
-    from resnet_tl.model import build_classifier, feature_extractor, parts
-    from resnet_tl.schedule import apply_freezing, expand_schedule, lr_at, lr_multipliers, make_optimizer
+    from resnet_tl.model import build_classifier
+    from resnet_tl.schedule import apply_freezing, expand_schedule
 
     tc, dc = recipe.train, recipe.data
-    classes = list(ds.classes)
-    n_classes = len(classes)
-    spec = BACKBONES[recipe.model.backbone]
-    phases = expand_schedule(recipe, spec.stages)
+    n_classes = len(ds.classes)
+    phases = expand_schedule(recipe, BACKBONES[recipe.model.backbone].stages)
 
     keras.utils.set_random_seed(tc.seed)
     with setup.scope():
         classifier = build_classifier(recipe.model, n_classes, dc.image_size)
         augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed)
-    _, head = parts(classifier)
+    state = _restore(ckpt, classifier, augmenter, phases, tc.patience)
 
-    history: list[dict] = []
-    best_value: float | None = None
-    best_epoch = 0
-    start_phase, start_epoch_in_phase = 0, 0
-    epochs_done = 0
-    patience_left = tc.patience
-    if state is not None:
-        arrays = state["arrays"]
-        _assign(classifier.variables, arrays, "model/", "model")
-        if augmenter is not None:
-            _assign(augmenter.variables, arrays, "augment/", "augmenter")
-        history = state["history"]
-        best_value, best_epoch = state["best_value"], state["best_epoch"]
-        start_phase, start_epoch_in_phase = state["phase"], state["epoch_in_phase"]
-        epochs_done = state["epochs_done"]
-        patience_left = state.get("patience_left", tc.patience)
-        if start_epoch_in_phase >= phases[start_phase].config.epochs:
-            start_phase, start_epoch_in_phase = start_phase + 1, 0
-
-    class_weight = make_class_weights(ds.y_train, classes, tc.class_weight)
-    mix = None
-    if dc.augment.mixup or dc.augment.cutmix:
-        mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix}
-
-    for phase in phases[start_phase:]:
-        cfg = phase.config
-        apply_freezing(classifier, phase)
-        first_epoch = start_epoch_in_phase if phase.index == start_phase else 0
+    for phase in phases[state.phase:]:
+        first_epoch = state.epoch_in_phase if phase.index == state.phase else 0
         if first_epoch == 0:
-            patience_left = tc.patience  # early stopping counts within a phase
-        notify({"event": "phase", "phase": phase.index, "name": phase.name, "stages": list(phase.stages), "epochs": cfg.epochs})
+            state.patience_left = tc.patience  # early stopping counts within a phase
+        apply_freezing(classifier, phase)
+        notify({"event": "phase", "phase": phase.index, "name": phase.name, "stages": list(phase.stages), "epochs": phase.config.epochs})
+        fitter = _PhaseFitter(recipe, phase, classifier, augmenter, ds, setup)
+        if first_epoch > 0 and ckpt is not None and ckpt.state.optimizer_phase == phase.index:
+            fitter.restore_optimizer(ckpt.arrays)
+        for e in range(first_epoch, phase.config.epochs):
+            row = fitter.train_one_epoch(e, state.epochs_done + 1, notify)
+            stop_phase = _record_epoch(state, row, phase, e, tc)
+            write_epoch(paths, state, classifier, augmenter, fitter.optimizer, improved=state.best_epoch == row["epoch"])
+            faults.point("epoch")
+            notify({"event": "epoch", **row, "improved": state.best_epoch == row["epoch"],
+                    "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
+            if stop_phase:
+                notify({"event": "early_stop", "phase": phase.name, "epoch": state.epochs_done})
+                break
+
+    if setup.num_processes > 1:
+        from resnet_tl.distribute import local_copy
+
+        classifier = local_copy(classifier, lambda: build_classifier(recipe.model, n_classes, dc.image_size))
+    return _finish(recipe, paths, ds, classifier, state, setup, t_start, phases)
+
+
+def _restore(ckpt: Checkpoint | None, classifier, augmenter, phases, patience: int) -> RunState:
+    """The state to start from: fresh, or the checkpoint's with its weights loaded."""
+    if ckpt is None:
+        return RunState(patience_left=patience)
+    assign(classifier.variables, ckpt.arrays, "model/", "model")
+    if augmenter is not None:
+        assign(augmenter.variables, ckpt.arrays, "augment/", "augmenter")
+    state = ckpt.state
+    if state.patience_left is None:
+        state.patience_left = patience
+    if state.epoch_in_phase >= phases[state.phase].config.epochs:
+        state.phase, state.epoch_in_phase = state.phase + 1, 0
+    return state
+
+
+def _record_epoch(state: RunState, row: dict, phase, e: int, tc) -> bool:
+    """Add the epoch to `state` (history, best, patience); True when the phase stops early."""
+    state.epochs_done += 1
+    state.history.append(row)
+    if is_better(tc.monitor, row[tc.monitor], state.best_value):
+        state.best_value, state.best_epoch = row[tc.monitor], state.epochs_done
+        state.patience_left = tc.patience
+    else:
+        state.patience_left -= 1
+    stop_phase = bool(tc.patience) and state.patience_left <= 0
+    state.phase = phase.index
+    # An early-stopped phase is finished: a resume goes on with the next one.
+    state.epoch_in_phase = phase.config.epochs if stop_phase else e + 1
+    state.optimizer_phase = phase.index
+    return stop_phase
+
+
+class _PhaseFitter:
+    """One phase's compiled model and its batches: the head on cached features,
+    or augmenter -> classifier on pixels. `train_one_epoch` is one `fit` call."""
+
+    def __init__(self, recipe: Recipe, phase, classifier, augmenter, ds, setup):
+        import keras
+
+        from resnet_tl.backbones import BACKBONES
+        from resnet_tl.data.batches import class_weights
+        from resnet_tl.model import feature_extractor, head_of
+        from resnet_tl.schedule import phase_optimizer
+
+        tc, dc, cfg = recipe.train, recipe.data, phase.config
+        self.tc, self.phase, self.ds, self.setup = tc, phase, ds, setup
+        self.n_classes = len(ds.classes)
+        self.class_weight = class_weights(ds.y_train, list(ds.classes), tc.class_weight)
+        self.mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix} if (dc.augment.mixup or dc.augment.cutmix) else None
         # Multi-worker runs train the head live: cached features would need
         # eager calls on weights that span other processes.
-        cached = phase.uses_feature_cache and setup.num_processes == 1
-        if cached:
+        self.cached = phase.uses_feature_cache and setup.num_processes == 1
+        if self.cached:
             extractor = feature_extractor(classifier)
-            feats_val = _features(extractor, ds.x_val, tc.batch_size, None)
-            views = [
+            self.val_inputs = _features(extractor, ds.x_val, tc.batch_size, None)
+            self.views = [
                 _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None)
-                for v in range(cfg.feature_cache_views)
+                for _ in range(cfg.feature_cache_views)
             ]
+            head = head_of(classifier)
             feat_in = keras.Input(head.input_shape[1:], name="features")
-            fit_model = keras.Model(feat_in, head(feat_in), name="head_trainer")
+            self.model = keras.Model(feat_in, head(feat_in), name="head_trainer")
         else:
             # Always a wrapper: the classifier itself is never compiled, so
             # model.keras carries no optimizer and loads anywhere.
             with setup.scope():
                 inputs = keras.Input((dc.image_size, dc.image_size, 3), name="image")
                 x = augmenter(inputs) if augmenter is not None else inputs
-                fit_model = keras.Model(inputs, classifier(x), name="trainer")
-        steps = len(_make_batches(ds.x_train, ds.y_train, n_classes, tc.batch_size, 0, True, setup=setup))
+                self.model = keras.Model(inputs, classifier(x), name="trainer")
+            self.val_inputs = ds.x_val
+        self.steps = len(keras_batches(ds.x_train, ds.y_train, self.n_classes, tc.batch_size, 0, True, setup=setup))
         with setup.scope():
-            optimizer = make_optimizer(cfg, steps, lr_multipliers(classifier, phase, spec.stages))
-            fit_model.compile(
-                optimizer=optimizer,
+            stages = BACKBONES[recipe.model.backbone].stages
+            self.optimizer = phase_optimizer(classifier, phase, stages, self.steps)
+            self.model.compile(
+                optimizer=self.optimizer,
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                 jit_compile=setup.jit_compile,
                 steps_per_execution=tc.steps_per_execution,
             )
-        if first_epoch > 0 and state is not None and state.get("optimizer_phase") == phase.index:
-            fit_model.optimizer.build(fit_model.trainable_variables)
-            _assign(fit_model.optimizer.variables, state["arrays"], "optimizer/", "optimizer")
 
-        for e in range(first_epoch, cfg.epochs):
-            t0 = time.time()
-            if cached:
-                x_tr = views[e % len(views)]
-                x_va = feats_val
-            else:
-                x_tr, x_va = ds.x_train, ds.x_val
-            # A seed per phase: each phase sees its own sequence of epoch orders.
-            batches = _make_batches(x_tr, ds.y_train, n_classes, tc.batch_size, tc.seed + 7919 * phase.index, True, class_weight, mix, setup)
-            batches.set_epoch(e)
-            val_batches = _make_batches(x_va, ds.y_val, n_classes, tc.batch_size, tc.seed, False, setup=setup)
-            cb = _EpochNotifier(notify, phase, epochs_done + 1, len(batches), tc.batch_size)
-            # shuffle=False: our batches are already shuffled per (seed, phase, epoch);
-            # Keras would reorder them again with the process-global `random`.
-            h = fit_model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb], shuffle=False)
-            logs = {k: float(v[-1]) for k, v in h.history.items()}
-            epochs_done += 1
-            row = {
-                "phase": phase.name, "epoch": epochs_done,
-                "lr": float(f"{lr_at((e + 1) * steps - 1, steps, cfg):.6g}"),
-                "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-                "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-                "seconds": round(time.time() - t0, 3),
-            }
-            history.append(row)
-            value = row[tc.monitor]
-            improved = _better(tc.monitor, value, best_value)
-            if improved:
-                best_value, best_epoch = value, epochs_done
-                patience_left = tc.patience
-            else:
-                patience_left -= 1
-            stop_phase = bool(tc.patience) and patience_left <= 0
-            ck_state = {
-                "version": CHECKPOINT_VERSION, "phase": phase.index,
-                # An early-stopped phase is finished: a resume goes on with the next one.
-                "epoch_in_phase": cfg.epochs if stop_phase else e + 1,
-                "optimizer_phase": phase.index, "epochs_done": epochs_done, "history": history,
-                "best_value": best_value, "best_epoch": best_epoch, "patience_left": patience_left,
-            }
-            _write_epoch(paths, ck_state, classifier, augmenter, fit_model.optimizer, improved)
-            faults.point("epoch")
-            notify({"event": "epoch", **row, "improved": improved, "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
-            if stop_phase:
-                notify({"event": "early_stop", "phase": phase.name, "epoch": epochs_done})
-                break
-        start_epoch_in_phase = 0
+    def restore_optimizer(self, arrays: dict) -> None:
+        self.optimizer.build(self.model.trainable_variables)
+        assign(self.optimizer.variables, arrays, "optimizer/", "optimizer")
 
-    if setup.num_processes > 1:
-        from resnet_tl.distribute import local_copy
+    def train_one_epoch(self, e: int, epoch_number: int, notify) -> dict:
+        """Epoch `e` of this phase (0-based); returns its history row."""
+        from resnet_tl.schedule import lr_at
 
-        classifier = local_copy(classifier, lambda: build_classifier(recipe.model, n_classes, dc.image_size))
-    return _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases)
-
-
-def _write_epoch(paths: RunPaths, ck_state: dict, classifier, augmenter, optimizer, improved: bool) -> None:
-    """Best weights (if improved), then the checkpoint, then history.csv; Ctrl-C waits."""
-    with _defer_sigint():
-        if improved:
-            _save_npz(paths.best_weights, _variables_arrays("model/", classifier.variables))
-        arrays = _variables_arrays("model/", classifier.variables)
-        if augmenter is not None:
-            arrays.update(_variables_arrays("augment/", augmenter.variables))
-        arrays.update(_variables_arrays("optimizer/", optimizer.variables))
-        arrays["state"] = np.array(json.dumps(ck_state))
-        _save_npz(paths.checkpoint, arrays)
-        _write_history(paths, ck_state["history"])
+        tc, cfg, ds = self.tc, self.phase.config, self.ds
+        t0 = time.time()
+        x_tr = self.views[e % len(self.views)] if self.cached else ds.x_train
+        # A seed per phase: each phase sees its own sequence of epoch orders.
+        batches = keras_batches(x_tr, ds.y_train, self.n_classes, tc.batch_size, tc.seed + 7919 * self.phase.index,
+                                True, self.class_weight, self.mix, self.setup)
+        batches.set_epoch(e)
+        val_batches = keras_batches(self.val_inputs, ds.y_val, self.n_classes, tc.batch_size, tc.seed, False, setup=self.setup)
+        cb = _EpochNotifier(notify, self.phase, epoch_number, len(batches), tc.batch_size)
+        # shuffle=False: our batches are already shuffled per (seed, phase, epoch);
+        # Keras would reorder them again with the process-global `random`.
+        h = self.model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb], shuffle=False)
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        return {
+            "phase": self.phase.name, "epoch": epoch_number,
+            "lr": float(f"{lr_at((e + 1) * self.steps - 1, self.steps, cfg):.6g}"),
+            "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+            "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+            "seconds": round(time.time() - t0, 3),
+        }
 
 
 def _features(extractor, x, batch_size, augmenter) -> np.ndarray:
     """Pooled backbone features (N, C) float32, optionally of one augmented view."""
-    from resnet_tl.evaluate import predict_batched
+    from resnet_tl.runtimes import predict_batched
 
     augment = None if augmenter is None else (lambda xb: np.asarray(augmenter(xb, training=True)))
     return predict_batched(extractor, x, batch_size, augment)
@@ -501,27 +374,51 @@ class _EpochNotifier:
         return Notifier()
 
 
-def _finish(recipe, paths, ds, classifier, history, best_epoch, setup, t_start, phases) -> TrainResult:
+def _finish(recipe, paths, ds, classifier, state: RunState, setup, t_start, phases) -> TrainResult:
     """Restore the best weights, save model.keras, write metrics.json; mark complete."""
-    from resnet_tl.evaluate import predict_probs, validation_metrics
+    from resnet_tl.metrics import validation_metrics
+    from resnet_tl.runtimes import predict_probs
+    from resnet_tl.schedule import describe
 
-    if paths.best_weights.exists():
-        with np.load(paths.best_weights) as z:
-            _assign(classifier.variables, {k: z[k] for k in z.files}, "model/", "best weights")
+    restore_best(paths, classifier)
     with atomic_path(paths.model) as tmp:
         classifier.save(tmp)
     val_probs = predict_probs(classifier, ds.x_val, recipe.train.batch_size)
-    metrics = validation_metrics(classifier, ds, recipe.train.batch_size, probs=val_probs)
-    metrics["best_epoch"] = best_epoch
+    metrics = validation_metrics(ds, val_probs)
+    metrics["best_epoch"] = state.best_epoch
     atomic_write_json(paths.metrics, metrics)
-    write_status(paths, "complete", epochs=len(history))
-    from resnet_tl.report import after_training
-
-    after_training(recipe, paths, ds, classifier, history, val_probs)  # curves, tensorboard/, eval/val/, report.html
-    from resnet_tl.schedule import describe
-
+    write_status(paths, "complete", epochs=len(state.history))
+    _write_artifacts(recipe, paths, ds, classifier, state.history, val_probs)
     return TrainResult(
-        run_dir=paths.root, metrics=metrics, history=history, best_epoch=best_epoch,
+        run_dir=paths.root, metrics=metrics, history=state.history, best_epoch=state.best_epoch,
         seconds=time.time() - t_start, precision=setup.precision, backend=setup.backend,
-        phases=describe(phases),
+        phases=describe(phases), model=classifier,
+        distribution={"distribute": setup.distribute, "num_replicas": setup.num_replicas,
+                      "process_id": setup.process_id, "num_processes": setup.num_processes},
     )
+
+
+def _write_artifacts(recipe, paths: RunPaths, ds, classifier, history: list[dict], val_probs) -> None:
+    """plots/curves.png, tensorboard/, eval/val/ and report.html of a finished run.
+
+    A failure of one is a warning, never a failed run: the model and
+    metrics.json are already saved when this runs.
+    """
+    import warnings
+
+    from resnet_tl.evaluate import evaluate_in_memory
+    from resnet_tl.io import atomic_write_bytes
+    from resnet_tl.plots import plot_curves
+    from resnet_tl.report import TENSORBOARD_DIR, write_report, write_tensorboard
+
+    steps = (
+        ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),
+        ("tensorboard/", lambda: write_tensorboard(history, paths.root / TENSORBOARD_DIR)),
+        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val", probs=val_probs)),
+        ("report.html", lambda: write_report(paths.root)),
+    )
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - reported, and the run stays complete
+            warnings.warn(f"{paths.root}: could not write {what} ({type(e).__name__}: {e})", stacklevel=2)

@@ -3,7 +3,7 @@
     python tests/scaleout_worker.py OUT NAME DUMP.npz [--logical-cpus N] [--set KEY=VALUE ...]
 
 Trains CIFAR ResNet-20 at 16 px on the bars dataset and writes the final
-classifier weights (what `_finish` receives) to DUMP.npz, plus the resolved
+trained classifier weights (`TrainResult.model`) to DUMP.npz, plus the resolved
 setup as DUMP.json. The cluster, if any, comes from RESNET_TL_* variables.
 """
 
@@ -47,19 +47,10 @@ def main() -> None:
 
     base = tiny_recipe([{"name": "all", "epochs": 2, "train": "all", "lr": 3e-3, "batchnorm": "train"}])
     recipe = build_recipe(base.to_dict(), args.set)
-    original = train_mod._finish
-
-    def spy(recipe, paths, ds, classifier, history, best_epoch, setup, *a, **k):
-        np.savez(args.dump, *[to_numpy(v) for v in classifier.variables])
-        info = {"distribute": setup.distribute, "num_replicas": setup.num_replicas, "process_id": setup.process_id,
-                "num_processes": setup.num_processes, "backend": setup.backend, "precision": setup.precision,
-                "history": history}
-        Path(args.dump).with_suffix(".json").write_text(json.dumps(info))
-        return original(recipe, paths, ds, classifier, history, best_epoch, setup, *a, **k)
-
-    train_mod._finish = spy
-    train_mod.train(recipe, out=args.out, name=args.name, dataset=bars_dataset())
-
+    result = train_mod.train(recipe, out=args.out, name=args.name, dataset=bars_dataset())
+    np.savez(args.dump, *[to_numpy(v) for v in result.model.variables])
+    info = {**result.distribution, "backend": result.backend, "precision": result.precision, "history": result.history}
+    Path(args.dump).with_suffix(".json").write_text(json.dumps(info))
 
 if __name__ == "__main__":
     main()

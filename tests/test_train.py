@@ -67,27 +67,18 @@ def test_existing_run_folder_is_never_reused(tmp_path):
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_head_only_phase_keeps_backbone_bit_for_bit(tmp_path, cache, monkeypatch):
+def test_head_only_phase_keeps_backbone_bit_for_bit(tmp_path, cache):
     import keras
 
-    from resnet_tl import train as train_mod
+    from resnet_tl.model import build_classifier
+    from resnet_tl.runtimes import load_keras_model
 
-    captured = {}
-    original = train_mod._finish
-
-    def spy(recipe, paths, ds, classifier, *a, **k):
-        captured["after"] = _weights_by_stage(classifier)
-        return original(recipe, paths, ds, classifier, *a, **k)
-
-    monkeypatch.setattr(train_mod, "_finish", spy)
     ds = bars_dataset(n_per_class=8, n_val_per_class=4)
     recipe = tiny_recipe([{"epochs": 2, "train": "head", "lr": 1e-2, "cache_features": cache}])
     keras.utils.set_random_seed(recipe.train.seed)
-    from resnet_tl.model import build_classifier
-
     before = _weights_by_stage(build_classifier(recipe.model, 2, 16))
-    train(recipe, out=tmp_path, name="r", dataset=ds)
-    after = captured["after"]
+    result = train(recipe, out=tmp_path, name="r", dataset=ds)
+    after = _weights_by_stage(load_keras_model(result.run_dir / "model.keras"))
     # Same seed, same build: variable paths and initial values line up.
     changed = {stage for path, (stage, value) in after.items() if not np.array_equal(value, before[path][1])}
     assert changed == {"head"}
@@ -127,7 +118,8 @@ def test_per_stage_learning_rates_scale_the_actual_updates():
 
     from resnet_tl.model import build_classifier, stage_layers
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_optimizer
+    from resnet_tl.optimizers import make_optimizer
+    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
 
     ds = bars_dataset(n_per_class=4, n_val_per_class=1)
     recipe = tiny_recipe([{"epochs": 1}])
@@ -142,7 +134,7 @@ def test_per_stage_learning_rates_scale_the_actual_updates():
         phase = Phase(0, "p", cfg, stages + ("head",))
         apply_freezing(clf, phase)
         start = {v.path: np.array(v.numpy()) for v in clf.trainable_variables}
-        clf.compile(optimizer=make_optimizer(cfg, 1, lr_multipliers(clf, phase, stages)), loss="categorical_crossentropy")
+        clf.compile(optimizer=make_optimizer(cfg, make_lr_schedule(cfg, 1), lr_multipliers(clf, phase, stages)), loss="categorical_crossentropy")
         clf.train_on_batch(x, y)
         stage_of_var = {v.path: s for layer, s in stage_layers(clf) for v in layer.trainable_weights}
         deltas[factor] = {p: (stage_of_var[p], np.array(v.numpy()) - start[p]) for p, v in ((v.path, v) for v in clf.trainable_variables)}
@@ -157,21 +149,16 @@ def test_per_stage_learning_rates_scale_the_actual_updates():
     assert checked == set(depth)
 
 
-def test_cached_and_live_head_training_agree(tmp_path, monkeypatch):
-    from resnet_tl import train as train_mod
+def test_cached_and_live_head_training_agree(tmp_path):
+    from resnet_tl.model import head_of
+    from resnet_tl.runtimes import load_keras_model
 
     heads = {}
-    original = train_mod._finish
-
     for cache in (True, False):
-        def spy(recipe, paths, ds, classifier, *a, _cache=cache, **k):
-            heads[_cache] = [np.array(v.numpy()) for v in classifier.get_layer("head").weights]
-            return original(recipe, paths, ds, classifier, *a, **k)
-
-        monkeypatch.setattr(train_mod, "_finish", spy)
         ds = bars_dataset(n_per_class=8, n_val_per_class=4)
         recipe = tiny_recipe([{"epochs": 3, "train": "head", "lr": 1e-2, "cache_features": cache}])
-        train(recipe, out=tmp_path, name=f"c{cache}", dataset=ds)
+        result = train(recipe, out=tmp_path, name=f"c{cache}", dataset=ds)
+        heads[cache] = [np.array(v.numpy()) for v in head_of(load_keras_model(result.run_dir / "model.keras")).weights]
     for a, b in zip(heads[True], heads[False]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
