@@ -139,23 +139,24 @@ def fetch_hf(ref: str) -> Path:
     url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
     except ImportError:
         raise UserError(
             f"model.weights: '{ref}' needs huggingface_hub: pip install \"resnet-tl[hub]\"; "
             f"or download {url} and pass its path"
         ) from None
+    offline = (f"could not fetch '{ref}' (offline?); on a machine that is online, download {url}, copy it here "
+               f"and use its path instead, e.g. --set model.weights=/path/to/{filename}")
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
+    except LocalEntryNotFoundError:  # offline and not in the cache (a subclass of EntryNotFoundError)
+        raise UserError(f"model.weights: {offline}") from None
     except (RepositoryNotFoundError, EntryNotFoundError) as exc:
         raise UserError(f"model.weights: '{ref}': the Hugging Face Hub has no {filename} there ({type(exc).__name__})") from None
     except Exception as exc:
-        # Offline (HF_HUB_OFFLINE=1 or no network): LocalEntryNotFoundError,
-        # OfflineModeIsEnabled, or a connection error from the HTTP client.
-        raise UserError(
-            f"model.weights: could not fetch '{ref}' ({type(exc).__name__}); on a machine that is online, download "
-            f"{url}, copy it here and pass --set model.weights=/path/to/{filename}"
-        ) from None
+        # No network: OfflineModeIsEnabled or the HTTP client's connection
+        # error, whose types depend on the huggingface_hub version.
+        raise UserError(f"model.weights: {offline} ({type(exc).__name__})") from None
 
 
 # ---------------------------------------------------------- architecture
