@@ -348,18 +348,25 @@ def _one_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- convert
 def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: int = 224,
-            labels_file: str | Path | None = None) -> dict:
-    """A timm/torchvision checkpoint -> a resnet-tl classifier file (``.keras``) with its own classifier.
+            labels_file: str | Path | None = None, data_dir: str | None = None) -> dict:
+    """A timm/torchvision checkpoint -> a resnet-tl classifier with the checkpoint's own classifier.
 
     The model takes RGB pixels 0..255 (B, image_size, image_size, 3), normalises
     them inside (torchvision's ImageNet mean/std) and returns probabilities
-    (B, classes). Labels go to the sidecar ``<out stem>.json``: the lines of
-    `labels_file`, else class_0 .. class_<classes-1>. Returns the report as a dict.
+    (B, classes). `out` ending in ``.keras``: that file, labels in the sidecar
+    ``<out stem>.json``; any other name: a new run folder (recipe.yaml,
+    labels.txt, model.keras) that `export` and `evaluate` take. Labels: the
+    lines of `labels_file`, else class_0 .. class_<classes-1>. `data_dir`: the
+    run folder's data.dir (export's parity check and int8 calibration images).
+    Returns the report as a dict.
     """
     out = Path(out)
-    if out.suffix != ".keras":
-        raise UserError(f"--out: received '{out}'; allowed: a file name ending in .keras")
-    if out.parent and not out.parent.is_dir():
+    as_run = out.suffix != ".keras"
+    if as_run:
+        from resnet_tl.runs import check_new_run
+
+        check_new_run(out.parent, out.name)  # refuses an existing folder before any work
+    elif not out.parent.is_dir():
         raise UserError(f"--out: the folder '{out.parent}' does not exist")
     tensors, path = read_checkpoint(ref)
     inferred = infer_backbone(tensors)
@@ -380,6 +387,8 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     backbone_model, head = parts(classifier)
     assign(backbone_model, {k: v for k, v in groups.items() if k != "head_logits"})
     head.get_layer("head_logits").set_weights([np.asarray(a, np.float32) for a in groups["head_logits"]])
+    if as_run:
+        return _write_run(out, classifier, labels, ref, inferred, image_size, report, labels_file, data_dir)
     with atomic_path(out) as tmp:
         classifier.save(tmp)
     sidecar = out.with_suffix(".json")
@@ -388,6 +397,25 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
            "converted_from": report.to_dict()}
     atomic_write_json(sidecar, doc, indent=2)
     return {"model": str(out), "sidecar": str(sidecar), "backbone": inferred, "image_size": image_size,
+            "classes": report.classes, "labels": "file" if labels_file else "class_<i>", **report.to_dict()}
+
+
+def _write_run(out: Path, classifier, labels, ref, backbone, image_size, report, labels_file, data_dir) -> dict:
+    """A run folder without training (recipe.yaml, labels.txt, model.keras, status.json), so that
+    `resnet-tl export` and `evaluate` take the converted model like a trained one."""
+    from resnet_tl.io import atomic_path, atomic_write_text
+    from resnet_tl.recipe import build_recipe, dump_recipe
+    from resnet_tl.runs import create_run_dir, write_status
+
+    data = {"image_size": image_size, **({"dir": str(Path(data_dir).resolve())} if data_dir else {})}
+    recipe = build_recipe({"name": out.name, "data": data, "model": {"backbone": backbone, "weights": ref}})
+    paths = create_run_dir(out.parent, out.name)
+    atomic_write_text(paths.recipe, dump_recipe(recipe))
+    atomic_write_text(paths.labels, "".join(f"{c}\n" for c in labels))
+    with atomic_path(paths.model) as tmp:
+        classifier.save(tmp)
+    write_status(paths, "complete", epochs=0, converted_from=report.to_dict())
+    return {"model": str(paths.model), "run_dir": str(paths.root), "backbone": backbone, "image_size": image_size,
             "classes": report.classes, "labels": "file" if labels_file else "class_<i>", **report.to_dict()}
 
 

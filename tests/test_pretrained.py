@@ -223,3 +223,23 @@ def test_train_fine_tunes_from_a_safetensors_checkpoint_on_the_sample_data(check
     np.testing.assert_array_equal(model.get_layer("resnet18").get_layer("conv1_conv").get_weights()[0],
                                   sd["conv1.weight"].transpose(2, 3, 1, 0))
     assert model.output_shape == (None, 4)  # the sample's classes, not the checkpoint's 1000
+
+
+@pytest.mark.slow
+def test_convert_to_a_run_folder_then_export_to_tflite(checkpoints, tmp_path):
+    """Two commands from a checkpoint to a checked TFLite model."""
+    from helpers import bars_folder
+
+    _, path = checkpoints["resnet18"]
+    bars_folder(tmp_path / "imgs", n_per_class=4)
+    r = runner.invoke(app, ["weights", "convert", str(path), "--out", str(tmp_path / "r18"), "--image-size", "32",
+                            "--data", str(tmp_path / "imgs"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["run_dir"] == str(tmp_path / "r18")
+    assert len((tmp_path / "r18" / "labels.txt").read_text().splitlines()) == 1000
+    e = runner.invoke(app, ["export", str(tmp_path / "r18"), "--format", "tflite", "--quantize", "none", "--json"])
+    assert e.exit_code == 0, e.output
+    art = json.loads(e.stdout)["artifacts"][0]
+    assert art["check"] == "passed" and art["parity"]["agreement"] == 1.0
+    again = runner.invoke(app, ["weights", "convert", str(path), "--out", str(tmp_path / "r18")])
+    assert again.exit_code == 2 and "already exists" in again.output

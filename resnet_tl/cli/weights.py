@@ -38,15 +38,16 @@ def list_(json_: JsonOpt = False) -> None:
 @cli_errors
 def convert(
     checkpoint: Annotated[str, typer.Argument(help="A .safetensors or .pth file, or hf://timm/<model>.")],
-    out_file: Annotated[str, typer.Option("--out", help="The .keras file to write; labels go to <stem>.json beside it.")],
+    out_file: Annotated[str, typer.Option("--out", help="A .keras file (labels in <stem>.json beside it), or a new run folder that export and evaluate take.")],
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Expected backbone (checked against the tensors; default: inferred).")] = None,
     image_size: Annotated[int, typer.Option("--image-size", min=32, max=1024, help="Input side in pixels of the written model.")] = 224,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, as many as the checkpoint's classes (default: class_0 ..).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.pretrained import convert as run_convert
 
-    result = run_convert(checkpoint, out_file, backbone=backbone, image_size=image_size, labels_file=labels)
+    result = run_convert(checkpoint, out_file, backbone=backbone, image_size=image_size, labels_file=labels, data_dir=data)
     if json_:
         emit_json(result)
         return
@@ -54,4 +55,7 @@ def convert(
               f"({result['tensors_loaded']} tensors loaded)", highlight=False)
     for reason, names in result["not_used"].items():
         err.print(f"not used: {len(names)} tensors ({reason})", highlight=False)
-    out.print(f"labels: {result['sidecar']}", highlight=False)
+    if "run_dir" in result:
+        out.print(f"run folder {result['run_dir']}: resnet-tl export {result['run_dir']} --format tflite", highlight=False)
+    else:
+        out.print(f"labels: {result['sidecar']}", highlight=False)
