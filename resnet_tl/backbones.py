@@ -131,10 +131,9 @@ def build_backbone(name: str, image_size: int, weights: str = "none") -> keras.M
     """Headless feature extractor: (B, image_size, image_size, 3) -> (B, h, w, C).
 
     weights: "none" (random init, seeded by keras.utils.set_random_seed),
-    "imagenet" (Keras's own hash-checked download; keras families only), a
-    path to a ``.weights.h5`` / ``.keras`` / legacy ``.h5`` file, or a
-    timm/torchvision checkpoint (``.safetensors``, ``.pth``, ``hf://org/model``;
-    see ``pretrained.py``), whose classifier is left out.
+    "imagenet" (Keras's own hash-checked download; keras families only) or a
+    path to a ``.weights.h5`` / ``.keras`` / legacy ``.h5`` file. timm and
+    torchvision checkpoints: ``pretrained.backbone_with_weights``.
     """
     spec = _spec(name)
     if image_size < spec.min_size:
@@ -148,15 +147,7 @@ def build_backbone(name: str, image_size: int, weights: str = "none") -> keras.M
             )
         return _imagenet_backbone(spec, image_size)
     model = _FAMILY_BUILDERS[spec.family](spec, image_size)
-    if weights == "none":
-        return model
-    from resnet_tl import pretrained
-
-    if pretrained.is_checkpoint(weights):
-        report = pretrained.load_into_backbone(model, weights)
-        if report.not_used:
-            warnings.warn(report.summary(), stacklevel=2)
-    else:
+    if weights != "none":
         _load_weights_file(model, spec, Path(weights))
     return model
 

@@ -27,11 +27,13 @@ ignoring it would give a different network.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from resnet_tl.backbones import BACKBONES, build_backbone
 from resnet_tl.errors import UserError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -162,8 +164,6 @@ def fetch_hf(ref: str) -> Path:
 # ---------------------------------------------------------- architecture
 def infer_backbone(tensors: dict[str, np.ndarray]) -> str:
     """Our backbone name for a timm/torchvision ResNet state dict, from its tensor names and block counts."""
-    from resnet_tl.backbones import BACKBONES
-
     if "conv1.0.weight" in tensors or "conv1.weight" not in tensors and any(k.startswith("stem.") for k in tensors):
         raise UserError("model.weights: the checkpoint has a deep stem (timm's resnet*d / *c / *s variants); "
                         "allowed: plain ResNets (torchvision layout: conv1, bn1, layer1..layer4, fc)")
@@ -200,8 +200,6 @@ def check_backbone(inferred: str, wanted: str, source: str) -> None:
 
 def expected_tensors(backbone: str, classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """{torch tensor name: torch shape} of `backbone` in torchvision's layout (fc only when `classes`)."""
-    from resnet_tl.backbones import BACKBONES
-
     spec = BACKBONES[backbone]
     if spec.family not in ("basic", "torch_v1.5"):
         raise UserError(f"model.backbone: received '{backbone}' for a timm/torchvision checkpoint; allowed: "
@@ -326,6 +324,20 @@ def assign(model, groups: dict[str, list[np.ndarray]]) -> None:
         layer.set_weights([np.asarray(a, np.float32) for a in groups[layer.name]])
 
 
+def backbone_with_weights(name: str, image_size: int, weights: str):
+    """`backbones.build_backbone`, which also takes a timm/torchvision checkpoint as `weights`.
+
+    A checkpoint fills the backbone (its classifier left out) and the report of
+    its tensors is shown once as a warning.
+    """
+    if not is_checkpoint(weights):
+        return build_backbone(name, image_size, weights)
+    model = build_backbone(name, image_size)
+    report = load_into_backbone(model, weights)
+    warnings.warn(report.summary(), stacklevel=2)
+    return model
+
+
 def load_into_backbone(backbone, ref: str) -> LoadReport:
     """Fill a headless backbone from a timm/torchvision checkpoint; the classifier is left out."""
     tensors, path = read_checkpoint(ref)
@@ -345,87 +357,3 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 200 else text[:197] + "..."
 
-
-# ---------------------------------------------------------------- convert
-def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: int = 224,
-            labels_file: str | Path | None = None, data_dir: str | None = None) -> dict:
-    """A timm/torchvision checkpoint -> a resnet-tl classifier with the checkpoint's own classifier.
-
-    The model takes RGB pixels 0..255 (B, image_size, image_size, 3), normalises
-    them inside (torchvision's ImageNet mean/std) and returns probabilities
-    (B, classes). `out` ending in ``.keras``: that file, labels in the sidecar
-    ``<out stem>.json``; any other name: a new run folder (recipe.yaml,
-    labels.txt, model.keras) that `export` and `evaluate` take. Labels: the
-    lines of `labels_file`, else class_0 .. class_<classes-1>. `data_dir`: the
-    run folder's data.dir (export's parity check and int8 calibration images).
-    Returns the report as a dict.
-    """
-    out = Path(out)
-    as_run = out.suffix != ".keras"
-    if as_run:
-        from resnet_tl.runs import check_new_run
-
-        check_new_run(out.parent, out.name)  # refuses an existing folder before any work
-    elif not out.parent.is_dir():
-        raise UserError(f"--out: the folder '{out.parent}' does not exist")
-    tensors, path = read_checkpoint(ref)
-    inferred = infer_backbone(tensors)
-    if backbone is not None:
-        check_backbone(inferred, backbone, ref)
-    if "fc.weight" not in tensors:
-        raise UserError(f"weights convert: '{ref}' has no classifier (fc.weight); a headless checkpoint can only "
-                        f"start a fine-tune: --set model.weights={ref}")
-    groups, report = plan(tensors, inferred, ref, keep_classifier=True)
-    report.file = str(path)
-    labels = _read_labels(labels_file, report.classes)
-
-    from resnet_tl.io import atomic_path, atomic_write_json
-    from resnet_tl.model import build_classifier, parts
-    from resnet_tl.recipe import ModelConfig
-
-    classifier = build_classifier(ModelConfig(backbone=inferred, weights="none"), report.classes, image_size)
-    backbone_model, head = parts(classifier)
-    assign(backbone_model, {k: v for k, v in groups.items() if k != "head_logits"})
-    head.get_layer("head_logits").set_weights([np.asarray(a, np.float32) for a in groups["head_logits"]])
-    if as_run:
-        return _write_run(out, classifier, labels, ref, inferred, image_size, report, labels_file, data_dir)
-    with atomic_path(out) as tmp:
-        classifier.save(tmp)
-    sidecar = out.with_suffix(".json")
-    doc = {"format": "keras", "file": out.name, "labels": labels, "image_size": image_size, "backbone": inferred,
-           "preprocessing": "inside the model: RGB 0..255 -> /255, minus ImageNet mean, over std (torchvision)",
-           "converted_from": report.to_dict()}
-    atomic_write_json(sidecar, doc, indent=2)
-    return {"model": str(out), "sidecar": str(sidecar), "backbone": inferred, "image_size": image_size,
-            "classes": report.classes, "labels": "file" if labels_file else "class_<i>", **report.to_dict()}
-
-
-def _write_run(out: Path, classifier, labels, ref, backbone, image_size, report, labels_file, data_dir) -> dict:
-    """A run folder without training (recipe.yaml, labels.txt, model.keras, status.json), so that
-    `resnet-tl export` and `evaluate` take the converted model like a trained one."""
-    from resnet_tl.io import atomic_path, atomic_write_text
-    from resnet_tl.recipe import build_recipe, dump_recipe
-    from resnet_tl.runs import create_run_dir, write_status
-
-    data = {"image_size": image_size, **({"dir": str(Path(data_dir).resolve())} if data_dir else {})}
-    recipe = build_recipe({"name": out.name, "data": data, "model": {"backbone": backbone, "weights": ref}})
-    paths = create_run_dir(out.parent, out.name)
-    atomic_write_text(paths.recipe, dump_recipe(recipe))
-    atomic_write_text(paths.labels, "".join(f"{c}\n" for c in labels))
-    with atomic_path(paths.model) as tmp:
-        classifier.save(tmp)
-    write_status(paths, "complete", epochs=0, converted_from=report.to_dict())
-    return {"model": str(paths.model), "run_dir": str(paths.root), "backbone": backbone, "image_size": image_size,
-            "classes": report.classes, "labels": "file" if labels_file else "class_<i>", **report.to_dict()}
-
-
-def _read_labels(labels_file, classes: int) -> list[str]:
-    if labels_file is None:
-        return [f"class_{i}" for i in range(classes)]
-    p = Path(labels_file)
-    if not p.is_file():
-        raise UserError(f"--labels: no such file: '{p}'")
-    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(labels) != classes:
-        raise UserError(f"--labels: '{p}' has {len(labels)} class names; the checkpoint's classifier has {classes}")
-    return labels

@@ -45,7 +45,7 @@ def convert(
     data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    from resnet_tl.pretrained import convert as run_convert
+    from resnet_tl.convert import convert as run_convert
 
     result = run_convert(checkpoint, out_file, backbone=backbone, image_size=image_size, labels_file=labels, data_dir=data)
     if json_:
