@@ -39,7 +39,7 @@ def list_(json_: JsonOpt = False) -> None:
 def convert(
     checkpoint: Annotated[str, typer.Argument(help="A .safetensors or .pth file, or hf://timm/<model>.")],
     out_file: Annotated[str, typer.Option("--out", help="A .keras file (labels in <stem>.json beside it), or a new run folder that export and evaluate take.")],
-    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Expected backbone (checked against the tensors; default: inferred).")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Expected backbone, checked against the tensors (default: inferred): resnet18, resnet34, resnet50v1.5, resnet101v1.5, resnet152v1.5. torchvision/timm bottleneck nets are v1.5; resnet50/101/152 are keras.applications' v1.")] = None,
     image_size: Annotated[int, typer.Option("--image-size", min=32, max=1024, help="Input side in pixels of the written model.")] = 224,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, as many as the checkpoint's classes (default: class_0 ..).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
