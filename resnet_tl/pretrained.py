@@ -327,25 +327,26 @@ def assign(model, groups: dict[str, list[np.ndarray]]) -> None:
 def backbone_with_weights(name: str, image_size: int, weights: str):
     """`backbones.build_backbone`, which also takes a timm/torchvision checkpoint as `weights`.
 
-    A checkpoint fills the backbone (its classifier left out) and the report of
-    its tensors is shown once as a warning.
+    A checkpoint is read and checked before the backbone is built, fills it
+    (its classifier left out), and the report of its tensors is shown once as
+    a warning.
     """
     if not is_checkpoint(weights):
         return build_backbone(name, image_size, weights)
+    groups, report = backbone_plan(weights, name)
     model = build_backbone(name, image_size)
-    report = load_into_backbone(model, weights)
+    assign(model, groups)
     warnings.warn(report.summary(), stacklevel=2)
     return model
 
 
-def load_into_backbone(backbone, ref: str) -> LoadReport:
-    """Fill a headless backbone from a timm/torchvision checkpoint; the classifier is left out."""
+def backbone_plan(ref: str, backbone: str) -> tuple[dict, LoadReport]:
+    """Read `ref`, check it is a `backbone`, and group its tensors per Keras layer, classifier left out."""
     tensors, path = read_checkpoint(ref)
-    check_backbone(infer_backbone(tensors), backbone.name, ref)
-    groups, report = plan(tensors, backbone.name, ref, keep_classifier=False)
+    check_backbone(infer_backbone(tensors), backbone, ref)
+    groups, report = plan(tensors, backbone, ref, keep_classifier=False)
     report.file = str(path)
-    assign(backbone, groups)
-    return report
+    return groups, report
 
 
 def _short_list(names: list[str], n: int = 3) -> str:
