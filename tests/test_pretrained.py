@@ -156,9 +156,15 @@ def test_freezing_a_random_backbone_warns_once():
 
 # ------------------------------------------------------------------------ CLI
 def test_weights_list_json_cites_every_accuracy():
-    r = runner.invoke(app, ["weights", "list", "--json"])
-    assert r.exit_code == 0, r.output
-    rows = json.loads(r.stdout)
+    # A fresh process: the table is data, so listing it must not pay for Keras or TensorFlow.
+    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom resnet_tl.cli import app\n"
+            "r = CliRunner().invoke(app, ['weights', 'list', '--json'])\n"
+            "print(json.dumps({'code': r.exit_code, 'rows': json.loads(r.stdout),"
+            " 'heavy': sorted(m for m in ('keras', 'tensorflow') if m in sys.modules)}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    doc = json.loads(p.stdout)
+    assert doc["code"] == 0 and doc["heavy"] == []
+    rows = doc["rows"]
     assert {"resnet18", "resnet50v1.5", "resnet50"} <= {row["backbone"] for row in rows}
     assert all(row["top1_source"].startswith("https://") for row in rows if row["top1"] is not None)
     tv2 = next(row for row in rows if row["weights"] == "hf://timm/resnet50.tv2_in1k")
