@@ -43,7 +43,7 @@ class _LazyModule:
 keras = _LazyModule("keras")
 layers = _LazyModule("keras.layers")
 
-Family = Literal["keras_v1", "keras_v2", "basic", "cifar"]
+Family = Literal["keras_v1", "keras_v2", "basic", "torch_v1.5", "cifar"]
 Preprocessing = Literal["caffe", "tf", "torch"]
 
 
@@ -80,6 +80,7 @@ _FAMILY_FIELDS: dict[str, dict] = {
     "keras_v1": dict(preprocessing="caffe", stages=_IMAGENET_STAGES, imagenet=True, min_size=32, feature_channels=2048),
     "keras_v2": dict(preprocessing="tf", stages=_IMAGENET_STAGES, imagenet=True, min_size=32, feature_channels=2048),
     "basic": dict(preprocessing="torch", stages=_IMAGENET_STAGES, imagenet=False, min_size=32, feature_channels=512),
+    "torch_v1.5": dict(preprocessing="torch", stages=_IMAGENET_STAGES, imagenet=False, min_size=32, feature_channels=2048),
     "cifar": dict(preprocessing="torch", stages=_CIFAR_STAGES, imagenet=False, min_size=8, feature_channels=64),
 }
 
@@ -100,6 +101,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         _variant("resnet50v2", "keras_v2", (3, 4, 6, 3)),
         _variant("resnet101v2", "keras_v2", (3, 4, 23, 3)),
         _variant("resnet152v2", "keras_v2", (3, 8, 36, 3)),
+        # torchvision/timm's bottleneck ResNets ("v1.5"): the stride sits on
+        # the 3x3 conv, not on the first 1x1 as in keras.applications' v1.
+        # Same parameter count, different function: weights do not transfer.
+        _variant("resnet50v1.5", "torch_v1.5", (3, 4, 6, 3)),
+        _variant("resnet101v1.5", "torch_v1.5", (3, 4, 23, 3)),
+        _variant("resnet152v1.5", "torch_v1.5", (3, 8, 36, 3)),
         # He et al. 2016, section 4.2 (CIFAR-10): depth = 6n + 2.
         _variant("resnet20", "cifar", (3, 3, 3)),
         _variant("resnet32", "cifar", (5, 5, 5)),
@@ -125,7 +132,8 @@ def build_backbone(name: str, image_size: int, weights: str = "none") -> keras.M
 
     weights: "none" (random init, seeded by keras.utils.set_random_seed),
     "imagenet" (Keras's own hash-checked download; keras families only) or a
-    path to a ``.weights.h5`` / ``.keras`` / legacy ``.h5`` file.
+    path to a ``.weights.h5`` / ``.keras`` / legacy ``.h5`` file. timm and
+    torchvision checkpoints: ``pretrained.backbone_with_weights``.
     """
     spec = _spec(name)
     if image_size < spec.min_size:
@@ -215,8 +223,8 @@ def _imagenet_backbone(spec: BackboneSpec, image_size: int) -> keras.Model:
 
 
 # ------------------------------------------------- basic-block ResNets (ours)
-def _basic_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
-    """ResNet-18/34, torchvision layout: 7x7/2 conv, 3x3/2 max-pool, 4 stages."""
+def _torchvision_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
+    """ResNet-18/34 and v1.5 ResNet-50/101/152, torchvision layout: 7x7/2 conv, 3x3/2 max-pool, 4 stages."""
     inputs = keras.Input((image_size, image_size, 3))
     # Explicit symmetric padding, as in torchvision and keras.applications
     # ("same" pads strided convs on the bottom/right only).
@@ -226,7 +234,8 @@ def _basic_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    x = _stages(x, spec.depths, filters=(64, 128, 256, 512))
+    block = _bottleneck_block if spec.family == "torch_v1.5" else _basic_block
+    x = _stages(x, spec.depths, filters=(64, 128, 256, 512), block=block)
     return keras.Model(inputs, x, name=spec.name)
 
 
@@ -240,14 +249,14 @@ def _cifar_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
     return keras.Model(inputs, x, name=spec.name)
 
 
-def _stages(x, depths: tuple[int, ...], filters: tuple[int, ...]):
+def _stages(x, depths: tuple[int, ...], filters: tuple[int, ...], block=None):
     # The first stage keeps the resolution (the stem already downsampled);
     # every later one halves it in its first block.
     for index, (blocks, width) in enumerate(zip(depths, filters)):
         stage = f"conv{index + 2}"
-        for block in range(1, blocks + 1):
-            stride = 2 if index > 0 and block == 1 else 1
-            x = _basic_block(x, width, stride, name=f"{stage}_block{block}")
+        for index_in_stage in range(1, blocks + 1):
+            stride = 2 if index > 0 and index_in_stage == 1 else 1
+            x = (block or _basic_block)(x, width, stride, name=f"{stage}_block{index_in_stage}")
     return x
 
 
@@ -271,6 +280,30 @@ def _basic_block(x, filters: int, stride: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def _bottleneck_block(x, width: int, stride: int, name: str):
+    """v1.5 bottleneck (torchvision): 1x1 width, 3x3 width with the stride, 1x1 4*width; projection shortcut where the shape changes."""
+    filters = 4 * width
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv(filters, 1, stride, f"{name}_0_conv")(x)
+        shortcut = _batchnorm(f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = _conv(width, 1, 1, f"{name}_1_conv")(x)
+    x = _batchnorm(f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    if stride == 1:
+        x = _conv(width, 3, 1, f"{name}_2_conv", padding="same")(x)
+    else:
+        x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
+        x = _conv(width, 3, stride, f"{name}_2_conv")(x)
+    x = _batchnorm(f"{name}_2_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = _conv(filters, 1, 1, f"{name}_3_conv")(x)
+    x = _batchnorm(f"{name}_3_bn")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
 def _conv(filters: int, size: int, stride: int, name: str, padding: str = "valid") -> layers.Conv2D:
     # No bias: the BatchNorm after every conv has its own offset (torchvision).
     return layers.Conv2D(
@@ -286,7 +319,8 @@ def _batchnorm(name: str) -> layers.BatchNormalization:
 _FAMILY_BUILDERS = {
     "keras_v1": _keras_application,
     "keras_v2": _keras_application,
-    "basic": _basic_resnet,
+    "basic": _torchvision_resnet,
+    "torch_v1.5": _torchvision_resnet,
     "cifar": _cifar_resnet,
 }
 

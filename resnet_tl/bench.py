@@ -62,8 +62,9 @@ def benchmark(recipe, *, steps: int = 10, batch_size: int | None = None, warmup:
     n = bs * (warmup + steps)
     x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, N_CLASSES, n).astype(np.int32)
-    weights = "none" if recipe.model.weights == "imagenet" else recipe.model.weights
-    model_cfg = recipe.model.model_copy(update={"weights": weights})  # random weights time the same
+    # Random weights time the same, and need no download.
+    weights = "none" if recipe.model.weights == "imagenet" or recipe.model.weights.startswith("hf://") else recipe.model.weights
+    model_cfg = recipe.model.model_copy(update={"weights": weights})
 
     with setup.scope():
         classifier = build_classifier(model_cfg, N_CLASSES, size)

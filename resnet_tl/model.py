@@ -18,7 +18,8 @@ from resnet_tl.kerasenv import keras_module
 keras = keras_module()
 from keras import layers, ops  # noqa: E402
 
-from resnet_tl.backbones import BACKBONES, build_backbone, stage_of  # noqa: E402
+from resnet_tl.backbones import BACKBONES, stage_of  # noqa: E402
+from resnet_tl.pretrained import backbone_with_weights  # noqa: E402
 from resnet_tl.recipe import HeadConfig, ModelConfig  # noqa: E402
 
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -82,7 +83,7 @@ def build_head(num_features: int, num_classes: int, cfg: HeadConfig) -> "keras.M
 def build_classifier(cfg: ModelConfig, num_classes: int, image_size: int) -> "keras.Model":
     """Pixels (B, S, S, 3) float 0..255 -> class probabilities (B, num_classes)."""
     spec = BACKBONES[cfg.backbone]
-    backbone = build_backbone(cfg.backbone, image_size, cfg.weights)
+    backbone = backbone_with_weights(cfg.backbone, image_size, cfg.weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
     x = backbone(x)

@@ -97,7 +97,7 @@ class ModelConfig(_Section):
     backbone: str = Field("resnet50", description="One of " + ", ".join(BACKBONES) + ".")
     weights: str = Field(
         "none",
-        description="'imagenet' (Keras download), 'none' (random init) or a path to a backbone weights file (.weights.h5, .keras, .h5).",
+        description="'imagenet' (Keras download), 'none' (random init), a path to a backbone weights file (.weights.h5, .keras, .h5) or a timm/torchvision checkpoint (.safetensors, .pth, hf://timm/<model>).",
     )
     head: HeadConfig = HeadConfig()
 

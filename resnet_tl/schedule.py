@@ -10,6 +10,7 @@ the head: head = 0, the last backbone stage = 1, ... stem = len(stages).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from resnet_tl.errors import UserError
@@ -88,7 +89,23 @@ def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
         for cfg in configs:
             idx = len(out)
             out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, select_stages(cfg, stages, where)))
+    warning = frozen_random_backbone(recipe.model.weights, out, stages)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     return out
+
+
+def frozen_random_backbone(weights: str, phases: list[Phase], stages: tuple[str, ...]) -> str | None:
+    """The warning for a schedule that freezes backbone stages that hold random weights, else None."""
+    if weights != "none":
+        return None
+    for phase in phases:
+        frozen = [s for s in stages if s not in phase.stages]
+        if frozen:
+            shown = ", ".join(frozen) if len(frozen) <= 3 else f"{frozen[0]} .. {frozen[-1]}"
+            return (f"model.weights is 'none' and phase '{phase.name}' freezes {shown}: a frozen random backbone "
+                    f"learns nothing; start from pretrained weights (resnet-tl weights list) or train: all")
+    return None
 
 
 def apply_freezing(classifier, phase: Phase) -> None:

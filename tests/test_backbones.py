@@ -25,7 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # torchvision's resnet18/34 with the 1000-class fc; trainable parameters
 # (torchvision counts BatchNorm running statistics as buffers, not parameters).
-TORCHVISION_TRAINABLE = {"resnet18": 11_689_512, "resnet34": 21_797_672}
+# The v1.5 bottleneck nets are torchvision's resnet50/101/152 (num_params in
+# torchvision's docs for ResNet50_Weights, ResNet101_Weights, ResNet152_Weights).
+TORCHVISION_TRAINABLE = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50v1.5": 25_557_032,
+                         "resnet101v1.5": 44_549_160, "resnet152v1.5": 60_192_808}
 # He et al. 2016, Table 6 (CIFAR-10, 10 classes), rounded in the paper.
 CIFAR_PAPER = {"resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6, "resnet110": 1.7e6}
 KERAS_RESNET50_WITH_TOP = 25_636_712
@@ -58,7 +61,7 @@ def test_names_match_recipe():
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_depth_in_name_matches_blocks(name):
     spec = BACKBONES[name]
-    layers_per_block = 3 if spec.family.startswith("keras") else 2  # bottleneck vs basic block
+    layers_per_block = 3 if spec.family.startswith(("keras", "torch_v1.5")) else 2  # bottleneck vs basic block
     assert layers_per_block * sum(spec.depths) + 2 == int(re.match(r"resnet(\d+)", name).group(1))
     assert len(spec.stages) == len(spec.depths) + 1 and spec.stages[0] == "stem"
 

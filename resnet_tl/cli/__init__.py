@@ -10,6 +10,7 @@ import typer
 
 from resnet_tl.cli import data as data_cmd
 from resnet_tl.cli import recipes as recipes_cmd
+from resnet_tl.cli import weights as weights_cmd
 from resnet_tl.cli.evaluate import evaluate
 from resnet_tl.cli.export import export
 from resnet_tl.cli.predict import predict
@@ -30,6 +31,7 @@ app.command(help="Export a run to SavedModel, TFLite, ONNX or .keras and check e
 app.command(help="Predict classes of image files, folders or globs with a run or a model file.")(predict)
 app.add_typer(recipes_cmd.app, name="recipes")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(weights_cmd.app, name="weights")
 app.command(help="Training and inference images/s of a recipe's model on synthetic data.")(bench)
 app.command(help="Versions, backend, devices, mixed precision and XLA support, cache folder.")(info)
 

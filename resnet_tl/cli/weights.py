@@ -1,0 +1,61 @@
+"""`resnet-tl weights list|convert`: where pretrained weights come from; timm/torchvision checkpoints to .keras."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+
+app = typer.Typer(help="Pretrained weights: where they come from, and converting timm/torchvision checkpoints.",
+                  no_args_is_help=True)
+
+
+@app.command("list", help="Per backbone: the model.weights values that bring pretrained weights, size, published ImageNet top-1.")
+@cli_errors
+def list_(json_: JsonOpt = False) -> None:
+    from resnet_tl.weight_sources import list_weights
+
+    rows = list_weights()
+    if json_:
+        emit_json(rows)
+        return
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, title="pretrained weights (--set model.weights=VALUE)",
+              caption="top-1: ImageNet-1k as published (resnet-tl weights list --json gives each source)")
+    for name in ("backbone", "model.weights", "from", "MB", "top-1 %"):
+        t.add_column(name, no_wrap=True, justify="right" if name in ("MB", "top-1 %") else "left")
+    for r in rows:
+        t.add_row(r["backbone"], r["weights"] or "-", r["origin"], f"{r['size_mb']:g}" if r["size_mb"] else "-",
+                  str(r["top1"]) if r["top1"] is not None else "-")
+    out.print(t)
+
+
+@app.command(help="Convert a timm/torchvision ResNet checkpoint into a resnet-tl .keras classifier (its own classes).")
+@cli_errors
+def convert(
+    checkpoint: Annotated[str, typer.Argument(help="A .safetensors or .pth file, or hf://timm/<model>.")],
+    out_file: Annotated[str, typer.Option("--out", help="A .keras file (labels in <stem>.json beside it), or a new run folder that export and evaluate take.")],
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Expected backbone, checked against the tensors (default: inferred): resnet18, resnet34, resnet50v1.5, resnet101v1.5, resnet152v1.5. torchvision/timm bottleneck nets are v1.5; resnet50/101/152 are keras.applications' v1.")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=32, max=1024, help="Input side in pixels of the written model.")] = 224,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, as many as the checkpoint's classes (default: class_0 ..).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    from resnet_tl.convert import convert as run_convert
+
+    result = run_convert(checkpoint, out_file, backbone=backbone, image_size=image_size, labels_file=labels, data_dir=data)
+    if json_:
+        emit_json(result)
+        return
+    out.print(f"wrote {result['model']}: {result['backbone']}, {result['image_size']} px, {result['classes']} classes "
+              f"({result['tensors_loaded']} tensors loaded)", highlight=False)
+    for reason, names in result["not_used"].items():
+        err.print(f"not used: {len(names)} tensors ({reason})", highlight=False)
+    if "run_dir" in result:
+        out.print(f"run folder {result['run_dir']}: resnet-tl export {result['run_dir']} --format tflite", highlight=False)
+    else:
+        out.print(f"labels: {result['sidecar']}", highlight=False)
