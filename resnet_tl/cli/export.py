@@ -12,7 +12,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 @cli_errors
 def export(
     run: Annotated[str, typer.Argument(help="A finished run folder (holds model.keras, recipe.yaml, labels.txt).")],
-    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | keras | all (repeatable; default: recipe export.formats).")] = None,
+    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | openvino | keras | all (repeatable; default: recipe export.formats).")] = None,
     quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="none | float16 | dynamic | int8, TFLite only (repeatable; default: recipe export.quantize).")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity check in each artifact's runtime.")] = False,
     json_: JsonOpt = False,
