@@ -38,16 +38,18 @@ def preprocess(x, mode: str):
     were with `Preprocess`. Computes in float32 whatever the global policy.
     """
     if mode == "tf":
-        return layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype="float32", name="preprocess")(x)
-    if mode == "caffe":
+        scale, offset = 1.0 / 127.5, -1.0
+    elif mode == "caffe":
         x = ops.flip(x, axis=-1)  # saved as keras' own Flip op, loads in safe mode
-        mean, std = _CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)
-    elif mode == "torch":
-        mean = tuple(255.0 * m for m in _IMAGENET_MEAN_RGB)
-        std = tuple(255.0 * s for s in _IMAGENET_STD_RGB)
+        scale, offset = 1.0, [-m for m in _CAFFE_MEAN_BGR]
+    elif mode == "torch":  # (x/255 - mean) / std, per channel
+        scale = [1.0 / (255.0 * s) for s in _IMAGENET_STD_RGB]
+        offset = [-m / s for m, s in zip(_IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB)]
     else:
         raise ValueError(f"preprocess mode: received {mode!r}; allowed: caffe, tf, torch")
-    return layers.Normalization(mean=list(mean), variance=[s * s for s in std], dtype="float32", name="preprocess")(x)
+    # Rescaling, not Normalization: its constants are made inside the graph, where
+    # Normalization's are captured tensors that tf2onnx turns into extra model inputs.
+    return layers.Rescaling(scale, offset=offset, dtype="float32", name="preprocess")(x)
 
 
 @keras.saving.register_keras_serializable(package="resnet_tl")

@@ -36,14 +36,20 @@ def _show(result, json_: bool) -> None:
     from rich import box
     from rich.table import Table
 
-    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}", caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability difference; ms: one image")
+    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
+              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability "
+                      "difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's ImageClassifier, given the "
+                      "image files as an app (its decoder and resize), top-1 read as category names")
     t.add_column("artifact", no_wrap=True)  # a cut file name is useless
     for name in ("check", "agree", "acc (keras)", "|dp|", "MB", "ms"):
         t.add_column(name, justify="left" if name == "check" else "right")
     for a in result.artifacts:
         p = a.parity or {}
-        t.add_row(a.path, {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
+        t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
                   f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
                   f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
     out.print(t)
+    for a in result.artifacts:
+        if a.note:
+            out.print(f"{a.path} ({a.runtime}): {a.note}", highlight=False)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)
