@@ -14,7 +14,8 @@ image_to_tensor_converter_opencv.cc in google-ai-edge/mediapipe): the whole
 image is stretched to the input size (no crop, no aspect-ratio padding, like
 our decoder) with OpenCV's bilinear `warpPerspective`, which does NOT
 antialias when shrinking (Pillow's BILINEAR does), and an RGBA image loses its
-alpha channel (we composite on white). BENCHMARKS.md measures the effect.
+alpha channel (we composite on white). `mp.Image.create_from_file` applies
+EXIF orientation, as we do. BENCHMARKS.md measures the effect.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def _app_row(ctx, art: Artifact, out: Path, dataset, reference) -> Artifact:
         row.note = "MediaPipe returned no category names from the model's metadata"
     elif p["agreement"] < need and p.get("agreement_same_pixels", 0.0) >= need:
         row.note = (f"top-1 agreement {p['agreement']:.4f} < {need} on the image files, {p['agreement_same_pixels']:.4f} "
-                    "on our decoder's pixels: MediaPipe's own resize (bilinear, no antialiasing) or alpha/EXIF handling "
+                    "on our decoder's pixels: MediaPipe's own resize (bilinear, no antialiasing) or dropped alpha "
                     "changes predictions; see README 'In an app'")
     return row
 
@@ -362,10 +362,10 @@ def _serving_functions(ctx: _Context):
         return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
 
     def decode(data):
-        img = tf.io.decode_image(data, channels=3, expand_animations=False)
-        # Squash the whole image to s x s; antialiased bilinear like Pillow's BILINEAR resize.
-        img = tf.image.resize(tf.cast(img, tf.float32), [s, s], method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+        from resnet_tl.graph_decode import decode_image_bytes
+
+        # As training decodes: EXIF orientation, alpha on white, whole image squashed to s x s.
+        return decode_image_bytes(tf, data, s)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):

@@ -205,6 +205,50 @@ def test_bytes_signature_decodes_and_resizes_inside_the_graph(exported):
     assert np.abs(probs - ref).max() < 0.05
 
 
+def _awkward_files(folder: Path, images: np.ndarray) -> list[Path]:
+    """Each image as a user's camera or editor might save it: upscaled PNG, JPEG, EXIF-rotated JPEG, RGBA PNG."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, img in enumerate(images):
+        big = Image.fromarray(img).resize((48, 48), Image.Resampling.BICUBIC)
+        big.save(folder / f"{i:03d}_png.png")
+        big.save(folder / f"{i:03d}_jpeg.jpg", quality=95)
+        # Stored rotated 90 degrees clockwise, tagged "rotate 90 counter-clockwise to view" (orientation 8):
+        # only a decoder that applies EXIF sees the upright image. A bar flips class if it does not.
+        exif = Image.Exif()
+        exif[0x0112] = 8
+        big.transpose(Image.Transpose.ROTATE_270).save(folder / f"{i:03d}_exif8.jpg", quality=95, exif=exif.tobytes())
+        rgba = np.dstack([np.asarray(big), np.full((48, 48), 255, np.uint8)])
+        rgba[:6, :, 3] = 0  # a transparent strip at the top: white after compositing
+        Image.fromarray(rgba, "RGBA").save(folder / f"{i:03d}_rgba.png")
+        files += sorted(folder.glob(f"{i:03d}_*"))
+    return files
+
+
+@pytest.mark.slow
+def test_serving_bytes_agrees_with_predict_on_exif_and_rgba_files(exported, tmp_path):
+    """The SavedModel decodes uploads in its graph; `resnet-tl predict` decodes with Pillow. Same top-1."""
+    import tensorflow as tf
+
+    run, ds, _ = exported
+    files = _awkward_files(tmp_path / "uploads", ds.x_val)
+    r = _cli(["predict", str(run), str(tmp_path / "uploads"), "--top-k", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    by_predict = {Path(row["path"]).name: row["top"][0]["label"] for row in json.loads(r.stdout)["rows"]}
+    assert len(by_predict) == len(files) == 4 * len(ds.y_val)
+    loaded = tf.saved_model.load(str(run / "export" / "savedmodel"))
+    probs = loaded.signatures["serving_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))["probabilities"]
+    by_graph = {f.name: ds.classes[k] for f, k in zip(files, probs.numpy().argmax(1))}
+    agree = np.mean([by_graph[n] == by_predict[n] for n in by_predict])
+    assert agree >= 0.995, {n: (by_graph[n], by_predict[n]) for n in by_predict if by_graph[n] != by_predict[n]}
+    rotated = [f.name for f in files if "exif8" in f.name]
+    assert [by_graph[n] for n in rotated] == [by_predict[n] for n in rotated]  # EXIF applied in the graph
+    # Upright and rotated copies of one image get the same class: the rotation was undone, not ignored.
+    assert [by_graph[n] for n in rotated] == [by_graph[n.replace("exif8", "jpeg")] for n in rotated]
+
+
 # ------------------------------------------------------------------ mixed precision
 @pytest.mark.slow
 def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
