@@ -12,7 +12,7 @@ flatbuffers.
 Our input contract is RGB pixels 0..255 with the backbone's normalisation
 inside the model, so float inputs say mean 0 / std 1. A uint8 input carries
 its quantisation in the tensor itself (an app feeds raw pixels, so
-`check_app_input` insists on scale 1, zero point 0). MediaPipe supports one
+`app_input_problem` insists on scale 1, zero point 0). MediaPipe supports one
 mean/std for all channels and only uint8 or float32 image inputs.
 """
 
@@ -152,6 +152,7 @@ def read_metadata(flatbuffer: bytes) -> dict:
     """{"json": the metadata as JSON text, "labels": the packed labels.txt lines}; what an app would see."""
     import json
 
+    _writers()  # the same import fix-up as for writing
     from mediapipe.tasks.python.metadata import metadata
 
     displayer = metadata.MetadataDisplayer.with_model_buffer(bytearray(flatbuffer))

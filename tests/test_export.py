@@ -134,6 +134,7 @@ def test_every_tflite_carries_metadata_and_labels(exported):
         assert md["labels"] == ds.classes and md["files"] == ["labels.txt"], a.path
         meta = md["metadata"]
         assert meta["name"] == "t" and meta["version"] == run.name and "resnet20" in meta["description"]
+        assert meta["min_parser_version"] == "1.0.0"  # nothing newer than schema 1.0.0 is used
         (sub,) = meta["subgraph_metadata"]
         (inp,), (outp,) = sub["input_tensor_metadata"], sub["output_tensor_metadata"]
         assert inp["content"]["content_properties"]["color_space"] == "RGB"
