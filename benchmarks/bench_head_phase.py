@@ -35,7 +35,7 @@ from resnet_tl.kerasenv import keras_module  # noqa: E402
 keras = keras_module()
 
 from resnet_tl.data import load_dataset  # noqa: E402
-from resnet_tl.model import Preprocess, build_classifier, parts  # noqa: E402
+from resnet_tl.model import build_classifier, parts, preprocess  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
 from resnet_tl.train import train  # noqa: E402
 
@@ -83,7 +83,7 @@ def keras_guide(ds, size, weights, epochs, batch) -> tuple[float, float]:
     base = parts(clf)[0]
     base.trainable = False
     inputs = keras.Input((size, size, 3))
-    x = Preprocess("torch")(inputs)
+    x = preprocess(inputs, "torch")
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(len(ds.classes), activation="softmax")

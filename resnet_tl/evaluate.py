@@ -140,7 +140,7 @@ def evaluate(
     if split not in SPLITS:
         raise UserError(f"--split: received {split!r}; allowed: {', '.join(SPLITS)}")
     if not Path(target).exists():
-        raise UserError(f"'{target}' not found; allowed: a run folder or a model file (.keras, SavedModel folder, .tflite, .onnx)")
+        raise UserError(f"'{target}' not found; allowed: a run folder or a model file (.keras, SavedModel folder, .tflite, .onnx, .xml)")
     if data is None and not is_run(target):
         raise UserError(f"--data: required with a model file ('{target}'); allowed: a folder of class subfolders or train/ val/ [test/]")
     t = _open_target(target, labels)

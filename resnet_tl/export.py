@@ -6,12 +6,17 @@ Writes ``RUN/export/``: one artifact per (format, quantisation) from the
 `resnet_tl.formats.FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
 dtypes and quantisation, preprocessing note), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
-`resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime)
-and run over the validation split; its top-1 agreement with the Keras model
+`resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime,
+OpenVINO) and run over the validation split; its top-1 agreement with the Keras model
 must reach ``export.min_agreement_float`` (``min_agreement_int8`` for the
 int8-weight TFLite models: dynamic-range and full int8).
 Below it the files stay, the manifest marks them ``"check": "failed"`` and
 `ExportCheckFailed` is raised last.
+
+Every ``.tflite`` carries TFLite Model Metadata and its labels
+(`resnet_tl.tflite_metadata`), and gets a second parity row: MediaPipe's
+ImageClassifier on the validation image files, as an app runs it
+(`resnet_tl.app_runtime`), held to the same threshold.
 
 TensorFlow is imported only inside the functions that need it.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -73,6 +79,7 @@ class Artifact:
     check: str = "skipped"  # passed | failed | skipped
     parity: dict | None = None
     io: dict = field(default_factory=dict)
+    note: str = ""  # why a check was skipped or could not run
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -163,7 +170,8 @@ def export_run(
     out.mkdir(parents=True, exist_ok=True)
     write_labels(out / "labels.txt", labels)
     ctx = _Context(tf=tf, keras=keras, model=model, float_model=float_model, paths=paths, cfg=cfg,
-                   image_size=image_size, labels=labels, representative=representative)
+                   image_size=image_size, labels=labels, representative=representative,
+                   info=_model_info(paths, recipe, labels, image_size))
 
     reference = None
     if check:
@@ -176,12 +184,13 @@ def export_run(
         if ctx.scratch is not None:
             shutil.rmtree(ctx.scratch, ignore_errors=True)
 
-    result = ExportResult(out, artifacts, runtime_versions(any(a.format == "onnx" for a in artifacts)),
+    result = ExportResult(out, artifacts, runtime_versions({a.runtime for a in artifacts}),
                           len(dataset.y_val) if check else 0, time.time() - t0)
     _write_manifest(result, paths, cfg, image_size, labels)
     if result.failed:
         err = ExportCheckFailed("; ".join(
-            f"{a.path}: top-1 agreement {a.parity['agreement']:.4f} < {threshold(cfg, a.quantize)}" for a in result.failed
+            f"{a.path} ({a.runtime}): " + (a.note or f"top-1 agreement {a.parity['agreement']:.4f} < {threshold(cfg, a.quantize)}")
+            for a in result.failed
         ) + f" (files kept in {out}, marked failed in manifest.json)")
         err.result = result
         raise err
@@ -203,7 +212,35 @@ def _write_all(ctx, pairs, out: Path, check: bool, dataset, reference, say) -> l
             art.parity = parity(out / art.path, dataset.x_val, dataset.y_val, reference, ctx.cfg.latency_images)
             art.check = "passed" if art.parity["agreement"] >= threshold(ctx.cfg, q) else "failed"
         artifacts.append(art)
+        if check and fmt == "tflite":
+            say(f"checking {art.path} in MediaPipe's ImageClassifier (image files, as an app)")
+            artifacts.append(_app_row(ctx, art, out, dataset, reference))
     return artifacts
+
+
+def _app_row(ctx, art: Artifact, out: Path, dataset, reference) -> Artifact:
+    """MediaPipe's parity row for a checked .tflite: its files, its decoder and resize, its category names."""
+    from resnet_tl.app_runtime import files_for, mediapipe_parity
+    from resnet_tl.tflite_metadata import app_input_problem
+
+    row = Artifact(art.format, art.quantize, art.path, art.sidecar, "mediapipe",
+                   art.size_bytes, art.sha256, io=art.io)
+    problem = app_input_problem(art.io)
+    if problem:
+        row.check, row.note = "failed", problem
+        return row
+    files, same_pixels, source = files_for(dataset, _scratch(ctx) / "val_png")
+    p = mediapipe_parity(out / art.path, files, ctx.labels, reference, dataset.y_val, ctx.cfg.latency_images, same_pixels)
+    p["images"] = source
+    row.parity, need = p, threshold(ctx.cfg, art.quantize)
+    row.check = "passed" if p["agreement"] >= need and p["names_from_model"] else "failed"
+    if not p["names_from_model"]:
+        row.note = "MediaPipe returned no category names from the model's metadata"
+    elif p["agreement"] < need and p.get("agreement_same_pixels", 0.0) >= need:
+        row.note = (f"top-1 agreement {p['agreement']:.4f} < {need} on the image files, {p['agreement_same_pixels']:.4f} "
+                    "on our decoder's pixels: MediaPipe's own resize (bilinear, no antialiasing) or dropped alpha "
+                    "changes predictions; see README 'In an app'")
+    return row
 
 
 @dataclass
@@ -217,7 +254,26 @@ class _Context:
     image_size: int
     labels: list[str]
     representative: np.ndarray | None
+    info: object = None  # tflite_metadata.ModelInfo
     scratch: Path | None = None
+
+
+def _scratch(ctx: _Context) -> Path:
+    """This export's scratch folder (removed when the export ends)."""
+    if ctx.scratch is None:
+        ctx.scratch = Path(tempfile.mkdtemp(prefix="resnet-tl-export-"))
+    return ctx.scratch
+
+
+def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: int):
+    """Name, description and version written into each .tflite's metadata, from the run."""
+    from resnet_tl import __version__
+    from resnet_tl.tflite_metadata import ModelInfo
+
+    what = f"{recipe.model.backbone} image classifier, {len(labels)} classes, {image_size}x{image_size} RGB input"
+    desc = f"{recipe.description.strip()} ({what})" if recipe.description.strip() else what
+    return ModelInfo(name=recipe.name, description=desc, version=paths.root.resolve().name,
+                     author=f"resnet-tl {__version__}")
 
 
 # Formats whose weights are int8: they are held to the int8 threshold. A
@@ -306,10 +362,10 @@ def _serving_functions(ctx: _Context):
         return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
 
     def decode(data):
-        img = tf.io.decode_image(data, channels=3, expand_animations=False)
-        # Squash the whole image to s x s; antialiased bilinear like Pillow's BILINEAR resize.
-        img = tf.image.resize(tf.cast(img, tf.float32), [s, s], method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+        from resnet_tl.graph_decode import decode_image_bytes
+
+        # As training decodes: EXIF orientation, alpha on white, whole image squashed to s x s.
+        return decode_image_bytes(tf, data, s)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
@@ -339,13 +395,14 @@ def _write_tflite(ctx: _Context, dest: Path, q: str) -> None:
     _configure_quantization(converter, ctx.tf, q, ctx)
     with _quiet():
         flatbuffer = converter.convert()
-    atomic_write_bytes(dest, flatbuffer)
+    from resnet_tl.tflite_metadata import with_metadata
+
+    atomic_write_bytes(dest, with_metadata(flatbuffer, ctx.labels, ctx.info))
 
 
 def _float_savedmodel(ctx: _Context) -> Path:
     """A scratch SavedModel of the float32 model (float pixels in), written once per export."""
-    if ctx.scratch is None:
-        ctx.scratch = Path(tempfile.mkdtemp(prefix="resnet-tl-export-"))
+    if not (_scratch(ctx) / "sm").exists():
         tf, s, model = ctx.tf, ctx.image_size, ctx.float_model
         archive = ctx.keras.export.ExportArchive()
         archive.track(model)
@@ -366,11 +423,47 @@ def _configure_quantization(converter, tf, q: str, ctx: _Context) -> None:
         rep = ctx.representative
         if rep is None or len(rep) == 0:
             raise UserError("export int8: no representative images; allowed: a training split with images")
+        rep = pin_input_range(rep)
         converter.representative_dataset = lambda: ([rep[i:i + 1].astype(np.float32)] for i in range(len(rep)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[ctx.cfg.int8_io]
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
+
+
+def pin_input_range(images: np.ndarray) -> np.ndarray:
+    """A copy of the calibration images whose first image holds one pixel 0 and one 255.
+
+    The converter quantises the input over the range it saw; pinned to 0..255,
+    a uint8 input gets scale 1 and zero point 0, i.e. raw pixels, which is what
+    app runtimes (MediaPipe, ML Kit) feed a uint8 model. Two pixels of one image
+    barely move the other tensors' ranges.
+    """
+    pinned = np.array(images, copy=True)
+    pinned[0, 0, 0, :] = 0
+    pinned[0, 0, -1, :] = 255
+    return pinned
+
+
+@writes("openvino")
+def _write_openvino(ctx: _Context, dest: Path, q: str) -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise UserError('export --format openvino needs OpenVINO: pip install "resnet-tl[openvino]"') from None
+    tf, s = ctx.tf, ctx.image_size
+    signature = [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")]
+    ctx.float_model(np.zeros((1, s, s, 3), np.float32))  # Keras exports only models that were called
+    # Keras writes NAME.xml and NAME.bin; write both under a temporary stem, then move them in.
+    tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}.xml")
+    try:
+        with _quiet():
+            ctx.float_model.export(str(tmp), format="openvino", input_signature=signature, verbose=False)
+        os.replace(tmp.with_suffix(".bin"), dest.with_suffix(".bin"))
+        os.replace(tmp, dest)
+    finally:
+        for p in (tmp, tmp.with_suffix(".bin")):
+            p.unlink(missing_ok=True)
 
 
 @writes("onnx")
@@ -443,7 +536,7 @@ def _io_details(path: Path, fmt: str) -> dict:
         dtype = lambda t: names.get(t, t)  # noqa: E731
         return {"input": {"name": i.name, "dtype": dtype(i.type), "shape": [None, None, None, 3], "quantization": None},
                 "output": {"name": o.name, "dtype": dtype(o.type), "shape": [None, None], "quantization": None}}
-    in_dtype, in_name = {"savedmodel": ("uint8", "images"), "keras": ("float32", "image"), "onnx": ("float32", "image")}[fmt]
+    in_dtype, in_name = {"savedmodel": ("uint8", "images"), "keras": ("float32", "image"), "openvino": ("float32", "image")}[fmt]
     return {"input": {"name": in_name, "dtype": in_dtype, "shape": [None, None, None, 3], "quantization": None},
             "output": {"name": "probabilities", "dtype": "float32", "shape": [None, None], "quantization": None}}
 
@@ -459,10 +552,12 @@ def _sidecar(art: Artifact, ctx: _Context) -> dict:
             "image_size": ctx.image_size, **io, "preprocessing": PREPROCESSING_NOTE, **extra}
 
 
-def runtime_versions(onnx: bool) -> dict[str, str]:
+def runtime_versions(runtimes: set[str]) -> dict[str, str]:
+    """Installed versions of the packages that wrote and ran the artifacts of `runtimes`."""
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["tensorflow", "keras", "ai-edge-litert"] + (["onnxruntime", "tf2onnx", "onnx"] if onnx else [])
+    extra = {"onnxruntime": ["onnxruntime", "tf2onnx", "onnx"], "mediapipe": ["mediapipe"], "openvino": ["openvino"]}
+    names = ["tensorflow", "keras", "ai-edge-litert"] + [n for r in sorted(runtimes) for n in extra.get(r, [])]
     found = {}
     for name in names:
         try:
@@ -491,6 +586,8 @@ def _size_and_hash(path: Path) -> tuple[int, str]:
     """Bytes and sha256 of a file; for a folder, over its files' relative paths and contents, sorted."""
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():  # OpenVINO IR: graph + weights
+        files.append(path.with_suffix(".bin"))
     size = 0
     for f in files:
         if path.is_dir():

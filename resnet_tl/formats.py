@@ -43,6 +43,8 @@ FORMATS: dict[str, Format] = {
     "tflite": Format(".tflite", lambda q: f"model_{QUANT_NAMES[q]}.tflite", lambda q: f"model_{QUANT_NAMES[q]}.json",
                      "litert", ("none", "float16", "dynamic", "int8")),
     "onnx": Format(".onnx", lambda q: "model.onnx", lambda q: "model_onnx.json", "onnxruntime"),
+    # IR = model_openvino.xml (graph) + model_openvino.bin (weights) side by side.
+    "openvino": Format(".xml", lambda q: "model_openvino.xml", lambda q: "model_openvino.json", "openvino"),
 }
 
 
@@ -53,7 +55,7 @@ def detect_format(path: str | Path) -> str:
         for name, f in FORMATS.items():
             if f.is_folder is not None and f.is_folder(p):
                 return name
-        raise UserError(f"model '{p}': a folder without saved_model.pb; allowed: a SavedModel folder or a .keras/.tflite/.onnx file")
+        raise UserError(f"model '{p}': a folder without saved_model.pb; allowed: a SavedModel folder or a .keras/.tflite/.onnx/.xml file")
     if not p.exists():
         raise UserError(f"model '{p}': no such file or folder")
     for name, f in FORMATS.items():

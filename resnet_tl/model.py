@@ -27,9 +27,36 @@ _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
+def preprocess(x, mode: str):
+    """A backbone's own input normalisation of pixels 0..255 (B, H, W, 3) RGB, in built-in Keras parts only.
+
+    modes: ``caffe`` (Keras ResNet v1: RGB->BGR, minus ImageNet mean),
+    ``tf`` (ResNet v2: to -1..1), ``torch`` (to 0..1, minus mean, over std).
+    Built-in layers and ops (no class of ours), so a saved classifier loads with
+    plain ``keras.saving.load_model`` where resnet_tl is not installed. The
+    constants are constructor arguments, not weights: weight lists stay as they
+    were with `Preprocess`. Computes in float32 whatever the global policy.
+    """
+    if mode == "tf":
+        scale, offset = 1.0 / 127.5, -1.0
+    elif mode == "caffe":
+        x = ops.flip(x, axis=-1)  # saved as keras' own Flip op, loads in safe mode
+        scale, offset = 1.0, [-m for m in _CAFFE_MEAN_BGR]
+    elif mode == "torch":  # (x/255 - mean) / std, per channel
+        scale = [1.0 / (255.0 * s) for s in _IMAGENET_STD_RGB]
+        offset = [-m / s for m, s in zip(_IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB)]
+    else:
+        raise ValueError(f"preprocess mode: received {mode!r}; allowed: caffe, tf, torch")
+    # Rescaling, not Normalization: its constants are made inside the graph, where
+    # Normalization's are captured tensors that tf2onnx turns into extra model inputs.
+    return layers.Rescaling(scale, offset=offset, dtype="float32", name="preprocess")(x)
+
+
 @keras.saving.register_keras_serializable(package="resnet_tl")
 class Preprocess(layers.Layer):
-    """A backbone's own input normalisation, from pixels 0..255 (B, H, W, 3) RGB.
+    """The custom layer run folders written before the portable `preprocess` hold; kept so they still load.
+
+    New models use `preprocess` (built-in layers only).
 
     modes: ``caffe`` (Keras ResNet v1: RGB->BGR, minus ImageNet mean),
     ``tf`` (ResNet v2: to -1..1), ``torch`` (to 0..1, minus mean, over std).
@@ -85,7 +112,7 @@ def build_classifier(cfg: ModelConfig, num_classes: int, image_size: int) -> "ke
     spec = BACKBONES[cfg.backbone]
     backbone = backbone_with_weights(cfg.backbone, image_size, cfg.weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
+    x = preprocess(inputs, spec.preprocessing)
     x = backbone(x)
     pool = layers.GlobalAveragePooling2D if cfg.head.pooling == "avg" else layers.GlobalMaxPooling2D
     x = pool(name="head_pool")(x)

@@ -7,7 +7,8 @@
 Formats, chosen from the path: ``.keras`` files (Keras), SavedModel folders
 (TensorFlow, signature ``serving_default``), ``.tflite`` files (LiteRT's
 interpreter, quantized input/output handled with the tensor's own scale and
-zero point) and ``.onnx`` files (onnxruntime). Each runs in its real runtime,
+zero point), ``.onnx`` files (onnxruntime) and OpenVINO IR ``.xml`` files
+(with their ``.bin`` beside; OpenVINO's CPU plugin). Each runs in its real runtime,
 imported only when a model of that format is loaded.
 
 Labels come from the sidecar JSON beside the model (``<stem>_<format>.json``
@@ -272,3 +273,24 @@ def _load_onnx(path: Path, num_threads):
         return sess.run(None, {inp.name: x.astype(np_dtype)})[0]
 
     return run, int(inp.shape[1])
+
+
+@loads("openvino")
+def _load_openvino(path: Path, num_threads):
+    try:
+        import openvino as ov
+    except ImportError:
+        raise UserError('OpenVINO IR models need OpenVINO: pip install "resnet-tl[openvino]"') from None
+    if not path.with_suffix(".bin").is_file():
+        raise UserError(f"OpenVINO model '{path}': {path.with_suffix('.bin').name} missing beside it; allowed: the .xml and .bin pair export writes")
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": int(num_threads)} if num_threads else {}
+    # Compiled for the CPU in f32: OpenVINO's default on AVX-512/AMX CPUs would run bf16 and drift from Keras.
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+    inp = compiled.input(0)
+    request = compiled.create_infer_request()
+
+    def run(x):
+        return np.asarray(request.infer({inp: x.astype(np.float32)})[compiled.output(0)])
+
+    return run, int(inp.get_partial_shape()[1].get_length())

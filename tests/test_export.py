@@ -68,15 +68,19 @@ def test_every_artifact_passes_parity_in_its_runtime(exported):
     names = {a.path for a in result.artifacts}
     assert names == {FORMATS[f].filename(q) for f, q in plan_artifacts(["all"], list(QUANTIZE))}
     assert {"model.keras", "savedmodel", "model_int8.tflite", "model.onnx"} <= names
+    assert "model_openvino.xml" in names
+    tflite = sorted(n for n in names if n.endswith(".tflite"))
+    assert sorted(a.path for a in result.artifacts if a.runtime == "mediapipe") == tflite  # one app row per variant
     for a in result.artifacts:
-        assert a.check == "passed", (a.path, a.parity)
+        assert a.check == "passed", (a.path, a.runtime, a.parity, a.note)
         assert a.parity["agreement"] >= 0.97
         assert a.parity["latency_ms"] > 0 and a.size_bytes > 0
         assert (out / a.path).exists() and (out / a.sidecar).is_file()
     assert (out / "labels.txt").read_text().split() == ds.classes
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["check"] == "passed" and manifest["n_check_images"] == len(ds.y_val)
-    assert {"tensorflow", "keras", "ai-edge-litert"} <= set(manifest["versions"])
+    assert {"tensorflow", "keras", "ai-edge-litert", "mediapipe"} <= set(manifest["versions"])
+    assert {(a["path"], a["runtime"]) for a in manifest["artifacts"]} >= {(t, "mediapipe") for t in tflite}
     by_path = {a["path"]: a for a in manifest["artifacts"]}
     assert len(by_path["model_int8.tflite"]["sha256"]) == 64
     float32 = by_path["model_float32.tflite"]["size_bytes"]
@@ -119,6 +123,50 @@ def test_every_format_round_trips_through_one_interface(exported):
         p(np.zeros((1, 8, 8, 3), np.uint8))
 
 
+# ------------------------------------------------------------------ apps: metadata, MediaPipe
+@pytest.mark.slow
+def test_every_tflite_carries_metadata_and_labels(exported):
+    from resnet_tl.tflite_metadata import read_metadata
+
+    run, ds, result = exported
+    for a in (a for a in result.artifacts if a.runtime == "litert"):
+        md = read_metadata((run / "export" / a.path).read_bytes())
+        assert md["labels"] == ds.classes and md["files"] == ["labels.txt"], a.path
+        meta = md["metadata"]
+        assert meta["name"] == "t" and meta["version"] == run.name and "resnet20" in meta["description"]
+        assert meta["min_parser_version"] == "1.0.0"  # nothing newer than schema 1.0.0 is used
+        (sub,) = meta["subgraph_metadata"]
+        (inp,), (outp,) = sub["input_tensor_metadata"], sub["output_tensor_metadata"]
+        assert inp["content"]["content_properties"]["color_space"] == "RGB"
+        assert inp["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}  # pixels 0..255 as they are
+        assert outp["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
+        if a.quantize == "int8":  # an app feeds raw uint8 pixels: the input must be quantised as scale 1, zero 0
+            assert a.io["input"]["dtype"] == "uint8" and a.io["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+
+
+@pytest.mark.slow
+def test_mediapipe_reads_category_names_from_every_variant(exported):
+    """MediaPipe's own ImageClassifier, given image files: names come out of the model and agree with Keras."""
+    from resnet_tl.app_runtime import MediaPipeClassifier
+
+    run, ds, result = exported
+    rows = [a for a in result.artifacts if a.runtime == "mediapipe"]
+    assert {a.quantize for a in rows} == {"none", "float16", "dynamic", "int8"}
+    for a in rows:
+        assert a.check == "passed" and a.parity["names_from_model"] and a.parity["unreadable"] == 0, (a.path, a.parity)
+        assert a.parity["images"] == "arrays written as PNG" and a.parity["predicted_classes"] == 2
+    # Independently of the export code: one file, through MediaPipe, by name.
+    ref = _keras_probs(run, ds.x_val)
+    f = run / "one.png"
+    f.write_bytes(_png(ds.x_val[0]))
+    clf = MediaPipeClassifier(run / "export" / "model_int8.tflite", ["?", "?"])  # names must come from the model
+    try:
+        name, _ = clf(f)
+    finally:
+        clf.close()
+    assert name == ds.classes[ref[0].argmax()]
+
+
 # ------------------------------------------------------------------ SavedModel served without project code
 @pytest.mark.slow
 def test_saved_model_cli_serves_a_real_image(exported, tmp_path):
@@ -157,6 +205,50 @@ def test_bytes_signature_decodes_and_resizes_inside_the_graph(exported):
     assert np.abs(probs - ref).max() < 0.05
 
 
+def _awkward_files(folder: Path, images: np.ndarray) -> list[Path]:
+    """Each image as a user's camera or editor might save it: upscaled PNG, JPEG, EXIF-rotated JPEG, RGBA PNG."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, img in enumerate(images):
+        big = Image.fromarray(img).resize((48, 48), Image.Resampling.BICUBIC)
+        big.save(folder / f"{i:03d}_png.png")
+        big.save(folder / f"{i:03d}_jpeg.jpg", quality=95)
+        # Stored rotated 90 degrees clockwise, tagged "rotate 90 counter-clockwise to view" (orientation 8):
+        # only a decoder that applies EXIF sees the upright image. A bar flips class if it does not.
+        exif = Image.Exif()
+        exif[0x0112] = 8
+        big.transpose(Image.Transpose.ROTATE_270).save(folder / f"{i:03d}_exif8.jpg", quality=95, exif=exif.tobytes())
+        rgba = np.dstack([np.asarray(big), np.full((48, 48), 255, np.uint8)])
+        rgba[:6, :, 3] = 0  # a transparent strip at the top: white after compositing
+        Image.fromarray(rgba, "RGBA").save(folder / f"{i:03d}_rgba.png")
+        files += sorted(folder.glob(f"{i:03d}_*"))
+    return files
+
+
+@pytest.mark.slow
+def test_serving_bytes_agrees_with_predict_on_exif_and_rgba_files(exported, tmp_path):
+    """The SavedModel decodes uploads in its graph; `resnet-tl predict` decodes with Pillow. Same top-1."""
+    import tensorflow as tf
+
+    run, ds, _ = exported
+    files = _awkward_files(tmp_path / "uploads", ds.x_val)
+    r = _cli(["predict", str(run), str(tmp_path / "uploads"), "--top-k", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    by_predict = {Path(row["path"]).name: row["top"][0]["label"] for row in json.loads(r.stdout)["rows"]}
+    assert len(by_predict) == len(files) == 4 * len(ds.y_val)
+    loaded = tf.saved_model.load(str(run / "export" / "savedmodel"))
+    probs = loaded.signatures["serving_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))["probabilities"]
+    by_graph = {f.name: ds.classes[k] for f, k in zip(files, probs.numpy().argmax(1))}
+    agree = np.mean([by_graph[n] == by_predict[n] for n in by_predict])
+    assert agree >= 0.995, {n: (by_graph[n], by_predict[n]) for n in by_predict if by_graph[n] != by_predict[n]}
+    rotated = [f.name for f in files if "exif8" in f.name]
+    assert [by_graph[n] for n in rotated] == [by_predict[n] for n in rotated]  # EXIF applied in the graph
+    # Upright and rotated copies of one image get the same class: the rotation was undone, not ignored.
+    assert [by_graph[n] for n in rotated] == [by_graph[n.replace("exif8", "jpeg")] for n in rotated]
+
+
 # ------------------------------------------------------------------ mixed precision
 @pytest.mark.slow
 def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
@@ -164,7 +256,8 @@ def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
 
     run, ds = _train(tmp_path, "bf16", train={"precision": "mixed_bfloat16"})
     result = export_run(run, ["savedmodel", "tflite"], ["none", "int8"], dataset=ds)
-    assert [a.check for a in result.artifacts] == ["passed"] * 3
+    assert [(a.runtime, a.check) for a in result.artifacts] == [
+        ("tensorflow", "passed"), ("litert", "passed"), ("mediapipe", "passed"), ("litert", "passed"), ("mediapipe", "passed")]
     from resnet_tl.export import load_model as _load_model
     from resnet_tl.recipe import load_recipe
 
@@ -221,7 +314,7 @@ def test_plan_and_representative_sample():
 
     assert plan_artifacts(["savedmodel", "tflite"], ["none", "int8"]) == [
         ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8")]
-    assert [f for f, _ in plan_artifacts(["all"], ["none"])] == ["keras", "savedmodel", "tflite", "onnx"]
+    assert [f for f, _ in plan_artifacts(["all"], ["none"])] == ["keras", "savedmodel", "tflite", "onnx", "openvino"]
     y = np.array([0] * 90 + [1] * 10)
     x = np.arange(100)
     picked = representative_sample(x, y, 20)
@@ -245,3 +338,18 @@ def test_onnx_export_runs_in_onnxruntime(exported):
     (art,) = [a for a in result.artifacts if a.format == "onnx"]
     assert art.path == "model.onnx" and art.runtime == "onnxruntime" and art.check == "passed", art.parity
     assert json.loads((run / "export" / "model_onnx.json").read_text())["labels"] == ds.classes
+
+
+# ------------------------------------------------------------------ OpenVINO IR (the [openvino] extra; in [test])
+@pytest.mark.slow
+def test_openvino_ir_runs_in_openvino(exported):
+    from resnet_tl.runtimes import load_predictor
+
+    run, ds, result = exported
+    (art,) = [a for a in result.artifacts if a.format == "openvino"]
+    assert art.path == "model_openvino.xml" and art.runtime == "openvino" and art.check == "passed", art.parity
+    assert (run / "export" / "model_openvino.bin").stat().st_size < art.size_bytes  # size counts graph + weights
+    assert result.versions["openvino"]
+    p = load_predictor(run / "export" / art.path)
+    assert p.format == "openvino" and p.labels == ds.classes and p.image_size == 16
+    np.testing.assert_allclose(p(ds.x_val), _keras_probs(run, ds.x_val), atol=1e-4)

@@ -12,7 +12,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 @cli_errors
 def export(
     run: Annotated[str, typer.Argument(help="A finished run folder (holds model.keras, recipe.yaml, labels.txt).")],
-    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | keras | all (repeatable; default: recipe export.formats).")] = None,
+    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | openvino | keras | all (repeatable; default: recipe export.formats).")] = None,
     quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="none | float16 | dynamic | int8, TFLite only (repeatable; default: recipe export.quantize).")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity check in each artifact's runtime.")] = False,
     json_: JsonOpt = False,
@@ -36,14 +36,20 @@ def _show(result, json_: bool) -> None:
     from rich import box
     from rich.table import Table
 
-    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}", caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability difference; ms: one image")
+    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
+              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability "
+                      "difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's ImageClassifier, given the "
+                      "image files as an app (its decoder and resize), top-1 read as category names")
     t.add_column("artifact", no_wrap=True)  # a cut file name is useless
     for name in ("check", "agree", "acc (keras)", "|dp|", "MB", "ms"):
         t.add_column(name, justify="left" if name == "check" else "right")
     for a in result.artifacts:
         p = a.parity or {}
-        t.add_row(a.path, {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
+        t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
                   f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
                   f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
     out.print(t)
+    for a in result.artifacts:
+        if a.note:
+            out.print(f"{a.path} ({a.runtime}): {a.note}", highlight=False)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)

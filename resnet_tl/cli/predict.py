@@ -11,7 +11,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 
 @cli_errors
 def predict(
-    model: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, a .keras / .tflite / .onnx file or a SavedModel folder.")],
+    model: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, a .keras / .tflite / .onnx / OpenVINO .xml file or a SavedModel folder.")],
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Image files, folders (recursive) or globs (quote them).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per image.")] = 5,
     fmt: Annotated[Optional[str], typer.Option("--format", help="table | csv | json (default: table; with --output, from its suffix).")] = None,
