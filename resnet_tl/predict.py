@@ -153,6 +153,8 @@ class PredictStream:
         if pixels:
             x = np.stack(pixels)
             p = predict_tta(self.predictor, x) if self.tta else self.predictor(x)
+            if p.shape[1] != len(self.names):
+                raise UserError(f"labels: received {len(self.names)} names; the model '{self.model}' predicts {p.shape[1]} classes")
             if self.calibrate is not None:
                 p = self.calibrate(p)
             probs = iter(np.asarray(p, np.float32))
@@ -200,11 +202,9 @@ def predict_stream(
     predictor = load_predictor(model_path, batch_size=batch_size)
     calibrate, cut = confidence_rule(model, threshold, min_precision)
     names = read_labels(labels, "--labels") if labels is not None else predictor.labels
-    n_classes = predictor(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8)).shape[1]
-    if names is None:
+    if names is None:  # one blank image tells the class count; with labels, the first batch checks it
+        n_classes = predictor(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8)).shape[1]
         names = [str(i) for i in range(n_classes)]
-    if len(names) != n_classes:
-        raise UserError(f"labels: received {len(names)} names; the model '{model}' predicts {n_classes} classes")
     return PredictStream(predictor, list(inputs), model=str(model), names=list(names), top_k=min(top_k, len(names)),
                          batch_size=batch_size, tta=tta, threshold=cut, calibrate=calibrate, skip=skip,
                          exclude=excluded, progress=progress)
