@@ -36,6 +36,7 @@ from resnet_tl.tta import predict_tta
 
 OUTPUT_FORMATS = ("table", "csv", "json", "jsonl")
 STREAM_FORMATS = ("csv", "jsonl")  # written row by row; table and json are whole documents
+THRESHOLD_COLUMNS = ("prediction", "confidence")  # csv columns after path when there is a threshold
 _GLOB_CHARS = set("*?[")
 
 
@@ -51,7 +52,10 @@ def predict(
     number of files. Returns {"model", "format", "image_size", "labels",
     "top_k", "tta", "threshold", "predicted", "failed", "rows": [{"path",
     "top": [{"label", "probability"}], "error", "detail"}]}, rows in input
-    order (with a threshold each row also has "unsure").
+    order. With a threshold each row also has "prediction" (the top-1 label,
+    or "unsure" when its confidence is below the threshold) and "confidence"
+    (top-1 probability, calibrated with --threshold auto); "top" stays the
+    model's own probabilities.
     """
     out_fmt = output_format(fmt, output)
     stream = predict_stream(model, inputs, top_k=top_k, batch_size=batch_size, labels=labels, tta=tta,
@@ -71,7 +75,7 @@ def predict(
 class PredictStream:
     """Rows of predictions for a lazily discovered stream of files, in input order.
 
-    Iterate it for {"path", "top", "error", "detail"[, "unsure"]} dicts. Files
+    Iterate it for {"path", "top", "error", "detail"[, "prediction", "confidence"]} dicts. Files
     are found by a scandir walk as they are needed, decoded on
     len(os.sched_getaffinity(0)) threads while the model runs, predicted
     `batch_size` at a time; at most a few batches are in memory, whatever the
@@ -155,17 +159,17 @@ class PredictStream:
             p = predict_tta(self.predictor, x) if self.tta else self.predictor(x)
             if p.shape[1] != len(self.names):
                 raise UserError(f"labels: received {len(self.names)} names; the model '{self.model}' predicts {p.shape[1]} classes")
-            if self.calibrate is not None:
-                p = self.calibrate(p)
-            probs = iter(np.asarray(p, np.float32))
+            conf = (self.calibrate(p) if self.calibrate is not None else p).max(axis=1)
+            probs = zip(np.asarray(p, np.float32), np.round(conf.astype(np.float64), 6))
         for path, item in chunk:
             if isinstance(item, dict):
                 yield item
                 continue
-            pr = next(probs)
+            pr, c = next(probs)
             row = {"path": path, "top": _top(pr, self.names, self.top_k), "error": None, "detail": ""}
             if self.threshold is not None:
-                row["unsure"] = bool(pr.max() < self.threshold)
+                row["prediction"] = "unsure" if c < self.threshold else self.names[int(np.argmax(pr))]
+                row["confidence"] = float(c)
             yield row
 
 
@@ -178,9 +182,9 @@ def predict_stream(
 ) -> PredictStream:
     """A `PredictStream` over `inputs` (files, folders, globs), checked before any file is decoded.
 
-    threshold: top-1 probability below which a row is "unsure" (0..1), or
-    "auto" with `min_precision`: the run's calibrated threshold for that
-    precision (probabilities are then calibrated). skip(path): rows to leave
+    threshold: top-1 probability below which a row's prediction is "unsure"
+    (0 < t <= 1), or "auto" with `min_precision`: the run's threshold for that
+    precision, applied to calibrated probabilities. skip(path): rows to leave
     out (resume). exclude: folders never searched (a sort destination).
     output/fmt: only checked here (not an input image, its folder exists).
     """
@@ -211,7 +215,7 @@ def predict_stream(
 
 
 def confidence_rule(model, threshold: float | str | None, min_precision: float | None) -> tuple[Callable | None, float | None]:
-    """(probability calibration or None, threshold or None) for --threshold / --min-precision."""
+    """(calibration of probabilities (N, C) or None, threshold or None) for --threshold / --min-precision."""
     if threshold is None:
         if min_precision is not None:
             raise UserError(f"--min-precision {min_precision}: needs --threshold auto")
@@ -233,8 +237,8 @@ def confidence_rule(model, threshold: float | str | None, min_precision: float |
         value = float(threshold)
     except ValueError:
         value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"--threshold: received {threshold!r}; allowed: a number in [0, 1], or auto (with --min-precision)")
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"--threshold: received {threshold!r}; allowed: a number in (0, 1], or auto (with --min-precision)")
     return None, value
 
 
@@ -388,15 +392,15 @@ def csv_cells(row: dict, k: int, extra: tuple[str, ...] = ()) -> list[str]:
 def _cell(v) -> str:
     if v is None:
         return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6f}"
     return str(v)
 
 
 def to_csv(result: dict) -> str:
-    """The rows of a `predict` result as CSV (see `csv_header`; an "unsure" column with a threshold)."""
+    """The rows of a `predict` result as CSV (see `csv_header`; prediction, confidence with a threshold)."""
     k = result["top_k"]
-    extra = ("unsure",) if result.get("threshold") is not None else ()
+    extra = THRESHOLD_COLUMNS if result.get("threshold") is not None else ()
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(csv_header(k, extra))
@@ -419,7 +423,7 @@ def write_stream(stream: PredictStream, fmt: str, output: str | Path | None = No
     """
     if fmt not in STREAM_FORMATS:
         raise UserError(f"--format {fmt}: not written row by row; allowed: {', '.join(STREAM_FORMATS)}")
-    extra = ("unsure",) if stream.threshold is not None else ()
+    extra = THRESHOLD_COLUMNS if stream.threshold is not None else ()
     header = csv_header(stream.top_k, extra)
     done: set[str] = set()
     if output is not None and resume and Path(output).is_file():

@@ -4,7 +4,8 @@
 
 writes ``sorted/<class>/<file>``, ``sorted/_unsure/`` (top-1 probability
 below the threshold), ``sorted/_unreadable/`` (with ``<file>.reason.txt``)
-and ``sorted/predictions.csv`` (path, dest, unsure, top-k, error, detail).
+and ``sorted/predictions.csv`` (path, dest, [prediction, confidence,] top-k,
+error, detail).
 A name already taken gets ``_1``, ``_2``, ... before its suffix; no file is
 ever overwritten. Sources are untouched unless mode is ``move``.
 
@@ -39,7 +40,7 @@ UNSURE = "_unsure"
 UNREADABLE = "_unreadable"
 JOURNAL = ".resnet-tl-journal.jsonl"
 PREDICTIONS = "predictions.csv"
-_EXTRA = ("dest", "unsure")
+_EXTRA = ("dest", "prediction", "confidence")
 
 
 def classify_folder(
@@ -121,7 +122,7 @@ class Sorter:
     def _folder_for(self, row: dict) -> str:
         if row["error"] is not None:
             return UNREADABLE
-        if row.get("unsure"):
+        if row.get("prediction") == "unsure":
             return UNSURE
         return _safe_folder(row["top"][0]["label"])
 

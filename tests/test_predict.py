@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from helpers import bars_dataset, tiny_recipe
+from resnet_tl.predict import to_csv
 
 
 @pytest.fixture(scope="module")
@@ -202,19 +203,49 @@ def test_csv_resume_checks_the_columns(trained, tmp_path):
     assert res.exit_code == 2 and "--resume" in res.stderr
 
 
-def test_threshold_marks_low_confidence_rows_unsure(trained):
+@pytest.fixture(scope="module")
+def unsure(tmp_path_factory):
+    """An untrained model file (labels.txt beside it): its top-1 probabilities spread around 0.5,
+    where the trained bars model is certain (1.0) of everything, noise included."""
+    from resnet_tl.model import build_classifier
+
+    folder = tmp_path_factory.mktemp("untrained")
+    build_classifier(tiny_recipe([{"epochs": 1}]).model, 2, 16).save(folder / "model.keras")
+    (folder / "labels.txt").write_text("vertical\nhorizontal\n")
+    return folder / "model.keras"
+
+
+def _cut_between(probs: list[float]) -> float:
+    """A threshold halfway across the widest gap near the middle of the top-1 probabilities: some rows
+    fall on each side, and none so close to it that the 6-decimal rounding of the rows matters."""
+    v = sorted(probs)
+    gaps = [(v[i + 1] - v[i] > 1e-5, -abs(i + 0.5 - len(v) / 2), i) for i in range(len(v) - 1)]
+    ok, _, i = max(gaps)
+    assert ok, f"the test model is certain of every image: {v}"
+    return (v[i] + v[i + 1]) / 2
+
+
+def test_threshold_marks_low_confidence_rows_unsure(trained, unsure):
     from resnet_tl.predict import predict
 
-    plain = predict(trained["run"], [str(trained["imgs"])], top_k=1)
-    top1 = {r["path"]: r["top"][0]["probability"] for r in plain["rows"] if r["error"] is None}
-    cut = float(np.median(list(top1.values())))
-    r = predict(trained["run"], [str(trained["imgs"])], top_k=1, threshold=cut)
+    inputs = [str(trained["imgs"])]
+    plain = predict(unsure, inputs, top_k=1)
+    top1 = {r["path"]: r["top"][0] for r in plain["rows"] if r["error"] is None}
+    cut = _cut_between([t["probability"] for t in top1.values()])
+    r = predict(unsure, inputs, top_k=1, threshold=cut)
     assert r["threshold"] == cut
     for row in r["rows"]:
         if row["error"] is None:
-            assert row["unsure"] == (top1[row["path"]] < cut)
-    assert 0 < sum(row.get("unsure", False) for row in r["rows"]) < len(top1)
-    for bad in ("1.5", "high", "-0.1"):
+            t = top1[row["path"]]
+            assert row["confidence"] == pytest.approx(t["probability"], abs=1e-6)
+            assert row["prediction"] == ("unsure" if t["probability"] < cut else t["label"])
+            assert row["top"] == [t]  # the model's own probabilities stay
+    n_unsure = sum(row.get("prediction") == "unsure" for row in r["rows"])
+    assert 0 < n_unsure < len(top1)
+    rows = list(csv.DictReader(io.StringIO(to_csv(r))))
+    assert list(rows[0])[:3] == ["path", "prediction", "confidence"]
+    assert sum(x["prediction"] == "unsure" for x in rows) == n_unsure
+    for bad in ("1.5", "high", "0"):
         res = _cli(trained["run"], trained["imgs"], "--threshold", bad)
         assert res.exit_code == 2 and "--threshold" in res.stderr and bad in res.stderr
     res = _cli(trained["run"], trained["imgs"], "--min-precision", "0.9")
@@ -316,12 +347,12 @@ def test_sort_into_copy_is_idempotent_and_leaves_sources(trained, tmp_path):
     assert len(list(csv.DictReader((dest / "predictions.csv").open()))) == len(rows)
 
 
-def test_sort_into_link_move_and_unsure(trained, tmp_path):
+def test_sort_into_link_move_and_unsure(trained, unsure, tmp_path):
     from resnet_tl.predict import predict
 
     src = _sources(trained, tmp_path)
-    top1 = [r["top"][0]["probability"] for r in predict(trained["run"], [str(src)], top_k=1)["rows"] if r["top"]]
-    cut = str(float(np.median(top1)))
+    top1 = [r["top"][0]["probability"] for r in predict(unsure, [str(src)], top_k=1)["rows"] if r["top"]]
+    cut = repr(_cut_between(top1))
     originals = _tree_hashes(src)
     linked = tmp_path / "linked"
     res = _cli(trained["run"], src, "--sort-into", linked, "--mode", "link")
@@ -329,7 +360,7 @@ def test_sort_into_link_move_and_unsure(trained, tmp_path):
     for r in csv.DictReader((linked / "predictions.csv").open()):
         assert os.path.samefile(linked / r["dest"], r["path"])
     moved = tmp_path / "moved"
-    res = _cli(trained["run"], src, "--sort-into", moved, "--mode", "move", "--threshold", cut)
+    res = _cli(unsure, src, "--sort-into", moved, "--mode", "move", "--threshold", cut)
     assert res.exit_code == 0, res.output
     assert _tree_hashes(src) == []  # every image left the sources ...
     assert _tree_hashes(moved) == originals  # ... and arrived exactly once
@@ -339,8 +370,9 @@ def test_sort_into_link_move_and_unsure(trained, tmp_path):
         if r["error"]:
             assert folder == "_unreadable"
         else:
-            assert (folder == "_unsure") == (r["unsure"] == "true") == (float(r["probability_1"]) < float(cut))
-    assert 0 < sum(r["unsure"] == "true" for r in rows) < len(rows)
+            assert (folder == "_unsure") == (r["prediction"] == "unsure") == (float(r["confidence"]) < float(cut))
+            assert folder == "_unsure" or folder == r["label_1"] == r["prediction"]
+    assert 0 < sum(r["prediction"] == "unsure" for r in rows) < len(rows)
     res = _cli(trained["run"], src, "--sort-into", moved, "--mode", "teleport")
     assert res.exit_code == 2 and "--mode" in res.stderr
 
@@ -371,3 +403,41 @@ def test_sigkill_during_move_then_rerun_loses_and_duplicates_nothing(trained, tm
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and json.loads(third.stdout)["placed"] == {}
     assert _tree_hashes(dest) == originals
+
+
+def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
+    """The wiring of --threshold auto against calibration's interface (load_calibration,
+    Calibration.apply, Calibration.threshold_for), with a temperature we choose."""
+    import sys
+    import types
+
+    from resnet_tl.predict import predict
+
+    asked = []
+
+    class Cal:
+        temperature = 3.0
+
+        def apply(self, probs):
+            z = np.log(np.clip(probs, 1e-12, 1)) / self.temperature
+            e = np.exp(z - z.max(1, keepdims=True))
+            return e / e.sum(1, keepdims=True)
+
+        def threshold_for(self, p):
+            asked.append(p)
+            return 0.5 + 1e-4
+
+    fake = types.ModuleType("resnet_tl.calibration")
+    fake.load_calibration = lambda model: Cal() if str(model) == str(unsure) else None
+    monkeypatch.setitem(sys.modules, "resnet_tl.calibration", fake)
+    raw = predict(unsure, [str(trained["imgs"])], top_k=2)
+    r = predict(unsure, [str(trained["imgs"])], top_k=2, threshold="auto", min_precision=0.9)
+    assert asked == [0.9] and r["threshold"] == 0.5 + 1e-4
+    for a, b in zip(raw["rows"], r["rows"]):
+        if a["error"] is None:
+            p = np.array([[t["probability"] for t in a["top"]]])
+            conf = float(Cal().apply(p).max())
+            assert b["confidence"] == pytest.approx(conf, abs=1e-5) and b["top"] == a["top"]
+            assert (b["prediction"] == "unsure") == (conf < 0.5 + 1e-4)
+    res = _cli(trained["run"], trained["imgs"], "--threshold", "auto", "--min-precision", "0.9")
+    assert res.exit_code == 2 and "no calibration" in res.stderr

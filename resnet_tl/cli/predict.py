@@ -20,7 +20,7 @@ def predict(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted csv/jsonl --output: predict only the files it lacks.")] = False,
     sort_into: Annotated[Optional[str], typer.Option("--sort-into", metavar="DIR", help="Put each image into DIR/<class>/ (DIR/_unsure/, DIR/_unreadable/); writes DIR/predictions.csv.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="With --sort-into: copy | link | move (sources untouched unless move).")] = "copy",
-    threshold: Annotated[Optional[str], typer.Option("--threshold", help="Top-1 probability below which an image is unsure (0..1), or auto (with --min-precision).")] = None,
+    threshold: Annotated[Optional[str], typer.Option("--threshold", help="Top-1 probability below which an image is unsure (0 < P <= 1), or auto (with --min-precision).")] = None,
     min_precision: Annotated[Optional[float], typer.Option("--min-precision", help="With --threshold auto: the precision the run's calibrated threshold reaches on validation.")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average over flip and crops (5 model calls per image).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 32,
@@ -67,7 +67,7 @@ def _table(result: dict) -> None:
     t = Table("path", *[f"top {i + 1}" for i in range(result["top_k"])], title=f"{result['model']} ({result['format']})", title_justify="left")
     for r in result["rows"]:
         cells = [f"{x['label']} {x['probability']:.3f}" for x in r["top"]] or [f"[red]{r['error']}[/] {r['detail']}"]
-        if r.get("unsure"):
+        if r.get("prediction") == "unsure":
             cells[0] = f"[yellow]unsure[/] {cells[0]}"
         t.add_row(r["path"], *cells)
     out.print(t)
