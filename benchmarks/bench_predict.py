@@ -1,6 +1,7 @@
 """predict over a folder: throughput against plain Keras, and peak memory at 10k vs 100k files.
 
     PYTHONPATH=. python benchmarks/bench_predict.py [--n 10000] [--tiny 10000 100000] [--work /tmp/bench_predict] [--json]
+    PYTHONPATH=. python benchmarks/bench_predict.py --tta-run runs/quickstart-...   # TTA: accuracy change and cost
 
 Model: the `mobile` recipe's classifier (ResNet-18, 128 px, 5 classes, random
 weights), saved as .keras and exported to full-int8 TFLite through
@@ -162,8 +163,22 @@ def peak_rss(model: Path, folder: Path, work: Path) -> dict:
     return {"files": rows, "peak_rss_mb": round(kb / 1024, 1), "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def tta_figures(run: str, work: Path) -> dict:
+    """Validation accuracy and prediction time of a trained run, plain and with --tta."""
+    from resnet_tl.evaluate import evaluate
+
+    plain = evaluate(run, out=work / "tta-eval" / "plain")
+    tta = evaluate(run, out=work / "tta-eval" / "tta", tta=True)
+    return {"run": run, "n": plain["n"],
+            "plain": {"accuracy": plain["accuracy"], "loss": round(plain["loss"], 4), "seconds": plain["seconds"]},
+            "tta": {"accuracy": tta["accuracy"], "loss": round(tta["loss"], 4), "seconds": tta["seconds"]},
+            "accuracy_change": round(tta["accuracy"] - plain["accuracy"], 4),
+            "cost_x": round(tta["seconds"] / max(plain["seconds"], 1e-9), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--tta-run", help="Only measure TTA on this trained run's validation split.")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--tiny", type=int, nargs="*", default=[10000, 100000])
     ap.add_argument("--work", default="/tmp/bench_predict")
@@ -174,6 +189,8 @@ def main() -> None:
     if a.child:
         return child(*a.child)
     work = Path(a.work)
+    if a.tta_run:
+        return _show({"machine": _machine(), "date": time.strftime("%Y-%m-%d"), "tta": tta_figures(a.tta_run, work)}, a.json)
     real = make_images(work / f"real{a.n}", a.n, 500, 375, seed=0)
     run = mobile_run(work, real)
     keras_model, int8 = run / "export" / "model.keras", run / "export" / "model_int8.tflite"

@@ -204,13 +204,22 @@ def test_csv_resume_checks_the_columns(trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def unsure(tmp_path_factory):
-    """An untrained model file (labels.txt beside it): its top-1 probabilities spread around 0.5,
-    where the trained bars model is certain (1.0) of everything, noise included."""
-    from resnet_tl.model import build_classifier
+def unsure(trained, tmp_path_factory):
+    """A model file (labels.txt beside it) that is unsure: top-1 probabilities spread between 0.5
+    and 1, where the trained bars model (and even an untrained one, whose logits are huge) gives
+    1.0 for everything. Untrained backbone; the head projects standardised features to logits ~N(0, 1)."""
+    from resnet_tl.data.decode import decode_image
+    from resnet_tl.model import build_classifier, feature_extractor, head_of
 
-    folder = tmp_path_factory.mktemp("untrained")
-    build_classifier(tiny_recipe([{"epochs": 1}]).model, 2, 16).save(folder / "model.keras")
+    model = build_classifier(tiny_recipe([{"epochs": 1}]).model, 2, 16)
+    files = [p for p in trained["imgs"].rglob("*.png") if ".hidden" not in p.parts and p.name != "broken.png"]
+    feats = np.asarray(feature_extractor(model).predict(np.stack([decode_image(f, 16) for f in files]).astype("float32"), verbose=0))
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    r = np.random.default_rng(0).normal(0, 1 / np.sqrt(feats.shape[1]), (feats.shape[1], 2))
+    dense = [layer for layer in head_of(model).layers if layer.__class__.__name__ == "Dense"][-1]
+    dense.set_weights([(r / sd[:, None]).astype("float32"), (-(mu / sd) @ r).astype("float32")])
+    folder = tmp_path_factory.mktemp("unsure")
+    model.save(folder / "model.keras")
     (folder / "labels.txt").write_text("vertical\nhorizontal\n")
     return folder / "model.keras"
 
