@@ -77,7 +77,7 @@ def mobile_run(work: Path, images: Path, recipe=None, name: str = "mobile-run") 
     run = work / name
     if (run / "export" / "model_int8.tflite").is_file():
         return run
-    recipe = recipe or load_recipe("mobile")
+    recipe = recipe or load_recipe("mobile", ["model.weights=none"])  # random weights: offline, same network
     size = recipe.data.image_size
     run.mkdir(parents=True, exist_ok=True)
     model = build_classifier(recipe.model, CLASSES, size)
