@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from resnet_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from resnet_tl.metrics import classification_metrics, resolve_top_k
 from resnet_tl.runs import is_run, read_labels, resolve_model
 from resnet_tl.runtimes import predict_probs
+from resnet_tl.tta import predict_tta
 
 SPLITS = ("val", "test")
 
@@ -125,7 +127,7 @@ class _Target:
 def evaluate(
     target: str | Path, *, data: str | Path | None = None, split: str = "val",
     labels: str | Path | None = None, out: str | Path | None = None,
-    batch_size: int | None = None, progress=None,
+    batch_size: int | None = None, progress=None, tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder (its model.keras, recipe and data) or a bare model file on a split.
 
@@ -133,7 +135,9 @@ def evaluate(
     file needs `data` (a folder) and labels from its sidecar or `labels` (a
     text file, one class per line); its files go to `out` (default:
     eval/<model stem>/<split>/ beside the model). Never writes into the data
-    folder. Returns the metrics with `model`, `split`, `data` and `out_dir`.
+    folder. tta: average each image's probabilities over a flip and crops
+    (`resnet_tl.tta`, 5 model calls per image). Returns the metrics with
+    `model`, `split`, `data`, `tta`, `seconds` (prediction time) and `out_dir`.
     """
     from resnet_tl.data import load_dataset
 
@@ -155,13 +159,21 @@ def evaluate(
     ds = load_dataset(t.data_cfg, root_override=data, progress=progress)
     x, y, paths = split_arrays(ds, split, f"data '{root}'")
     y = _match_classes(list(ds.classes), t.labels, y, root, target)
-    t.predict.batch_size = batch_size or t.batch_size
-    probs = t.predict(x) if len(x) else np.zeros((0, len(t.labels)), np.float32)
+    bs = t.predict.batch_size = batch_size or t.batch_size
+    started = time.perf_counter()
+    if not len(x):
+        probs = np.zeros((0, len(t.labels)), np.float32)
+    elif tta:
+        probs = np.concatenate([predict_tta(t.predict, np.asarray(x[i:i + bs])) for i in range(0, len(x), bs)])
+    else:
+        probs = t.predict(x)
+    seconds = time.perf_counter() - started
     result = classification_metrics(
         y, probs, t.labels, top_k=resolve_top_k(t.eval_cfg.top_k, len(t.labels)),
         misclassified=t.eval_cfg.misclassified, paths=paths,
     )
-    result = {"model": str(target), "format": t.format, "split": split, "data": str(root), **result}
+    result = {"model": str(target), "format": t.format, "split": split, "data": str(root), "tta": tta,
+              "seconds": round(seconds, 3), **result}
     write_eval(out_dir, result, x)
     if t.run is not None:
         from resnet_tl.report import write_report

@@ -172,9 +172,17 @@ def load_keras_model(path: str | Path):
 def _load_keras(path: Path, num_threads):
     keras = __import__("keras")
     model = load_keras_model(path)
+    state = {"size": 0}
 
     def run(x):
-        return keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
+        # predict_on_batch runs a compiled function (an eager call measured ~1.3x slower on 2 CPU cores);
+        # a smaller batch is padded to the largest size seen so that function is not traced again.
+        n = len(x)
+        state["size"] = max(state["size"], n)
+        xb = x.astype(np.float32)
+        if n < state["size"]:
+            xb = np.concatenate([xb, np.zeros((state["size"] - n, *xb.shape[1:]), np.float32)])
+        return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(xb)), np.float32)[:n]
 
     return run, int(model.input_shape[1])
 

@@ -169,3 +169,27 @@ def test_model_file_needs_data_and_labels(trained, tmp_path):
     labels.write_text("cat\ndog\n")
     res = _cli(model, "--data", trained["data"], "--labels", labels, "--out", trained["data"] / "eval")
     assert res.exit_code == 2 and "inside the data folder" in res.stderr
+
+
+def test_tta_averages_the_model_over_the_views(trained, tmp_path):
+    from resnet_tl.data import load_dataset
+    from resnet_tl.evaluate import evaluate
+    from resnet_tl.recipe import load_recipe
+    from resnet_tl.runtimes import load_keras_model
+    from resnet_tl.tta import VIEWS, views
+
+    run = Path(trained["run"])
+    res = _cli(run, "--tta", "--out", tmp_path / "tta", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["tta"] is True and doc["n"] == 10 and doc["seconds"] > 0
+    # The same figure from the Keras model called on each view, outside evaluate.
+    ds = load_dataset(load_recipe(str(run / "recipe.yaml")).data)
+    model = load_keras_model(run / "model.keras")
+    v = views(ds.x_val)
+    probs = np.mean([model.predict(v[i].astype("float32"), verbose=0) for i in range(len(VIEWS))], axis=0)
+    labels = (run / "labels.txt").read_text().split()
+    y = np.array([labels.index(ds.classes[c]) for c in ds.y_val])
+    assert doc["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)))
+    plain = evaluate(run, out=tmp_path / "plain")
+    assert plain["tta"] is False and plain["accuracy"] != doc["accuracy"] or plain["loss"] != pytest.approx(doc["loss"])

@@ -16,12 +16,13 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
     labels: Annotated[Optional[str], typer.Option("--labels", help="Model files only: class names, one per line (default: the model's sidecar).")] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Folder for the files (default: RUN/eval/<split>/, or eval/<model>/<split>/ beside a model file).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over a flip and crops (5 model calls per image).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1, confusion matrix, most confidently wrong images."""
     from resnet_tl.evaluate import evaluate as run_eval
 
-    result = run_eval(target, data=data, split=split, labels=labels, out=out_dir)
+    result = run_eval(target, data=data, split=split, labels=labels, out=out_dir, tta=tta)
     if json_:
         emit_json(result)
         return
@@ -32,7 +33,8 @@ def _render(r: dict) -> None:
     from rich.table import Table
 
     top = f", top-{r['top_k']} {r['top_k_accuracy']:.4f}" if r.get("top_k_accuracy") is not None else ""
-    out.print(f"[bold]{r['split']}[/]: {r['n']} images, accuracy {r['accuracy']:.4f}{top}, loss {r['loss']:.4f}", highlight=False)
+    tta = " (TTA)" if r.get("tta") else ""
+    out.print(f"[bold]{r['split']}[/]{tta}: {r['n']} images, accuracy {r['accuracy']:.4f}{top}, loss {r['loss']:.4f}", highlight=False)
     t = Table("class", "precision", "recall", "F1", "support", title="per class", title_justify="left")
     for c in [*r["per_class"], {"class": "macro avg", **r["macro_avg"]}, {"class": "weighted avg", **r["weighted_avg"]}]:
         t.add_row(c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))

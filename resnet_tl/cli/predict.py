@@ -1,7 +1,8 @@
-"""`resnet-tl predict`: top-k labels for image files, folders or globs."""
+"""`resnet-tl predict`: top-k labels for image files, folders or globs; stream to csv/jsonl; sort into class folders."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -14,24 +15,49 @@ def predict(
     model: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, a .keras / .tflite / .onnx / OpenVINO .xml file or a SavedModel folder.")],
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Image files, folders (recursive) or globs (quote them).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per image.")] = 5,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="table | csv | json (default: table; with --output, from its suffix).")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", help="Write the csv/json to this file (atomically) instead of stdout.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="table | csv | jsonl | json (default: table; with --output, from its suffix). csv and jsonl stream row by row.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", help="Write the predictions to this file instead of stdout.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted csv/jsonl --output: predict only the files it lacks.")] = False,
+    sort_into: Annotated[Optional[str], typer.Option("--sort-into", metavar="DIR", help="Put each image into DIR/<class>/ (DIR/_unsure/, DIR/_unreadable/); writes DIR/predictions.csv.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="With --sort-into: copy | link | move (sources untouched unless move).")] = "copy",
+    threshold: Annotated[Optional[str], typer.Option("--threshold", help="Top-1 probability below which an image is unsure (0 < P <= 1), or auto (with --min-precision).")] = None,
+    min_precision: Annotated[Optional[float], typer.Option("--min-precision", help="With --threshold auto: the precision the run's calibrated threshold reaches on validation.")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flip and crops (5 model calls per image).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 32,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line (default: the run's labels.txt or the model's sidecar).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Predict classes of images; unreadable files are listed with the reason."""
-    from resnet_tl.predict import output_format, predict as run_predict, to_csv
+    from resnet_tl.cli.progress import FileProgress
+    from resnet_tl import predict as lib
+    from resnet_tl.sort import classify_folder
 
-    fmt = "json" if json_ else fmt
-    result = run_predict(model, paths, top_k=top_k, batch_size=batch_size, labels=labels, output=output, fmt=fmt)
-    if output is not None:
-        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}", highlight=False)
-    elif output_format(fmt, None) == "json":
+    from resnet_tl.errors import UserError
+
+    fmt = "json" if json_ and fmt is None and sort_into is None and output is None else fmt
+    out_fmt = lib.output_format(fmt, output)
+    if resume and (output is None or out_fmt not in lib.STREAM_FORMATS or sort_into is not None):
+        raise UserError(f"--resume: received with --output {output} --format {out_fmt}; allowed: with --output FILE as csv or jsonl (--sort-into resumes by itself)")
+    common = dict(top_k=top_k, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, min_precision=min_precision)
+    streaming = sort_into is not None or out_fmt in lib.STREAM_FORMATS
+    with FileProgress(err, enabled=streaming and err.is_terminal) as bar:
+        if sort_into is not None:
+            result = classify_folder(model, paths, sort_into, mode=mode, progress=bar, **common)
+        elif streaming:
+            stream = lib.predict_stream(model, paths, progress=bar, output=output, fmt=out_fmt, **common)
+            result = lib.write_stream(stream, out_fmt, output, resume=resume, stdout=sys.stdout)
+        else:
+            result = lib.predict(model, paths, output=output, fmt=fmt, **common)
+    if json_ and (sort_into is not None or output is not None):
         emit_json(result)
-    elif fmt == "csv":
-        typer.echo(to_csv(result), nl=False)
-    else:
+    elif sort_into is not None:
+        placed = ", ".join(f"{k} {v}" for k, v in result["placed"].items()) or "nothing new"
+        err.print(f"{result['mode']} into {result['dest']}: {placed}; {result['already_done']} already done; wrote {result['predictions']}", highlight=False)
+    elif output is not None:
+        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}", highlight=False)
+    elif out_fmt == "json":
+        emit_json(result)
+    elif out_fmt == "table":
         _table(result)
 
 
@@ -41,5 +67,7 @@ def _table(result: dict) -> None:
     t = Table("path", *[f"top {i + 1}" for i in range(result["top_k"])], title=f"{result['model']} ({result['format']})", title_justify="left")
     for r in result["rows"]:
         cells = [f"{x['label']} {x['probability']:.3f}" for x in r["top"]] or [f"[red]{r['error']}[/] {r['detail']}"]
+        if r.get("prediction") == "unsure":
+            cells[0] = f"[yellow]unsure[/] {cells[0]}"
         t.add_row(r["path"], *cells)
     out.print(t)

@@ -58,3 +58,29 @@ class TrainProgress:
             )
         elif kind == "early_stop":
             self.console.print(f"  early stop in phase {ev['phase']} after epoch {ev['epoch']}", highlight=False)
+
+
+class FileProgress:
+    """Callable progress sink for predict: (files done, total or None while counting) -> a bar with rate and ETA."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        from rich.progress import TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]predict[/]"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console, transient=True, disable=not enabled,
+        )
+        self.task = self.progress.add_task("", total=None, rate="")
+        self.t0 = time.time()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        rate = done / max(time.time() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=done, total=total, rate=f"{rate:,.1f} img/s")
