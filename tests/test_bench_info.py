@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -71,11 +70,16 @@ def test_bench_rejects_an_unknown_precision_in_one_line():
     assert "--precision: received 'bfloat8'; allowed: float32" in res.output and "Traceback" not in res.output
 
 
-@pytest.mark.slow
-def test_bench_peer_trains_plain_keras_applications(tmp_path):
-    res = CliRunner().invoke(app, ["bench", "--set", "model.backbone=resnet50", "--set", "model.weights=none", "--set", "data.image_size=32",
-                                   "--steps", "2", "--batch-size", "2", "--peer", "--json"])
-    assert res.exit_code == 0, res.output
-    (r,) = json.loads(res.stdout)["results"]
-    assert r["peer_train_images_per_s"] > 0
-    assert r["vs_peer"] == pytest.approx(r["train_images_per_s"] / r["peer_train_images_per_s"], rel=0.02)
+def test_bench_peer_is_the_keras_applications_model_compiled_as_keras_guides_do():
+    import keras
+
+    from resnet_tl.bench import N_CLASSES, build_peer
+    from resnet_tl.precision import configure
+    from resnet_tl.recipe import build_recipe
+
+    recipe = build_recipe({"data": {"image_size": 32}, "model": {"backbone": "resnet50", "weights": "none"}, "train": {"precision": "float32"}})
+    peer = build_peer(recipe, configure(recipe.train))
+    reference = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=N_CLASSES)
+    assert peer.name == reference.name and peer.count_params() == reference.count_params()
+    assert [type(layer).__name__ for layer in peer.layers] == [type(layer).__name__ for layer in reference.layers]
+    assert type(peer.optimizer) is keras.optimizers.Adam
