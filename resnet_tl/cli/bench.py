@@ -33,13 +33,16 @@ def bench(
     if json_:
         emit_json(doc)
         return
+    from rich import box
     from rich.table import Table
 
     title = f"bench {doc['backbone']} at {doc['image_size']} px, batch {doc['batch_size']}, {doc['backend']} on {doc['device']}"
-    t = Table("precision", "train img/s", "input img/s", "input/train", "limited by", "inference img/s",
-              *(("plain Keras img/s", "vs plain") if peer else ()), title=title)
+    # Short headers: the table must fit 80 columns with --peer.
+    t = Table(title=title, caption="images per second", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("precision", "train/s", "input/s", "in/train", "limit", "infer/s", *(("plain/s", "vs plain") if peer else ())):
+        t.add_column(name, no_wrap=True)
     for r in doc["results"]:
-        cells = [r["precision"], f"{r['train_images_per_s']:.1f}", f"{doc['input_images_per_s']:.0f}", f"{r['input_over_train']:.1f}x",
+        cells = [r["precision"], f"{r['train_images_per_s']:.1f}", f"{doc['input_images_per_s']:.0f}", (f"{r['input_over_train']:,.0f}x" if r["input_over_train"] >= 10 else f"{r['input_over_train']:.2f}x"),
                  r["limited_by"], f"{r['inference_images_per_s']:.1f}"]
         if peer:
             cells += ["n/a", "n/a"] if r["vs_peer"] is None else [f"{r['peer_train_images_per_s']:.1f}", f"{r['vs_peer']:.2f}x"]
