@@ -1,92 +1,149 @@
-"""Training images/s: resnet-tl's training path vs a plain Keras `model.fit`,
-ResNet-50 at 224 px on synthetic data, float32 and mixed_bfloat16.
+"""Training step time: resnet-tl's training path vs plain Keras `model.fit`,
+ResNet-50 at 224 px on synthetic data, interleaved pairs.
 
-    PYTHONPATH=. python benchmarks/bench_train.py [--batch-size 16] [--steps 6] [--warmup 2]
+    PYTHONPATH=. python benchmarks/bench_train.py                        # TF and JAX, float32 and mixed_bfloat16
+    PYTHONPATH=. python benchmarks/bench_train.py --backend jax --precision float32 --batch-size 8 --steps 3
+    PYTHONPATH=. python benchmarks/bench_train.py --variant plain-adam   # resnet-tl with one part ablated
 
-Each measurement runs in its own subprocess (fresh dtype policy, fresh
-TensorFlow thread pools); compilation and warm-up steps are not timed.
-Prints a Markdown table and one JSON line per measurement.
+One subprocess per (backend, precision) builds and compiles both models
+(resnet-tl: `resnet_tl.bench.build_trainer`, the trainer's classifier,
+optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`,
+Adam, float32 numpy arrays), warms both up, then runs `--pairs` rounds of
+A B: `--steps` timed steps of resnet-tl, then of plain Keras. The machine is
+shared with other jobs, so a load spike lands in one round and hits both
+sides of it about equally; the per-round ratio is the result, reported as
+median and min-max. A step time is the median of the round's per-step
+intervals (the first step of each `fit` call is not timed). Each step is
+timed twice: wall clock, and CPU seconds of the process (all threads), which
+other jobs barely move; under heavy load the CPU-time ratio is the one to
+read.
+Prints one JSON line per round, a summary line (JSON) and a Markdown row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def plain_keras(precision: str, batch: int, steps: int, warmup: int) -> float:
-    """Images/s of keras.applications.ResNet50(weights=None) with model.fit on numpy arrays."""
-    import numpy as np
-
-    from resnet_tl.bench import N_CLASSES, timed_fit
-    from resnet_tl.kerasenv import keras_module
-
-    keras = keras_module()
-    keras.mixed_precision.set_dtype_policy(precision)
-    keras.utils.set_random_seed(42)
-    model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=N_CLASSES)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    n = batch * (warmup + steps)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (n, 224, 224, 3)).astype("float32")
-    y = keras.utils.to_categorical(rng.integers(0, N_CLASSES, n), N_CLASSES)
-    return batch / timed_fit(keras, model, x, warmup, y=y, batch_size=batch, shuffle=False)
+# resnet-tl with one part swapped for what plain Keras does (ablation).
+VARIANTS = ("default", "arrays", "plain-adam", "no-preprocess")
 
 
-def resnet_tl_path(precision: str, batch: int, steps: int, warmup: int) -> float:
-    """Images/s of resnet-tl's classifier through its own batches and fit (resnet_tl.bench)."""
-    from resnet_tl.bench import benchmark
+def _ablate(variant: str, keras) -> None:
+    from resnet_tl import optimizers
+    from resnet_tl.model import Preprocess
+
+    if variant == "plain-adam":  # Keras' Adam instead of the per-stage lr wrapper
+        optimizers.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
+    if variant == "no-preprocess":  # only the cast; no flip, no mean subtraction
+        Preprocess.call = lambda self, x: keras.ops.cast(x, "float32")
+
+
+def rounds(args) -> None:
+    """Runs in the subprocess: build both, warm up, then A B rounds."""
+    import keras
+
+    from resnet_tl import bench, precision as precision_mod
     from resnet_tl.recipe import build_recipe
 
     recipe = build_recipe({
-        "data": {"image_size": 224},
+        "data": {"image_size": 224, "augment": {"flip": "none"}},  # plain Keras augments nothing either
         "model": {"backbone": "resnet50", "weights": "none"},
-        "train": {"precision": precision, "batch_size": batch},
+        "train": {"precision": args.precision, "batch_size": args.batch_size},
     })
-    return benchmark(recipe, steps=steps, warmup=warmup, inference=False)["train_images_per_s"]
+    _ablate(args.variant, keras)
+    bs = args.batch_size
+    # One timed step needs one untimed step before it in each fit call.
+    x, y = bench.synthetic(bs * (args.steps + 1), 224)
+    setup = precision_mod.configure(recipe.train)
+    ours, _, batches = bench.build_trainer(recipe, setup, x, y)
+    plain = bench.build_peer(recipe, setup)
+    px, py = bench.peer_arrays(x, y)
+    feeds = {
+        "resnet-tl": (ours, (px,), {"y": py, "batch_size": bs}) if args.variant == "arrays" else (ours, (batches,), {}),
+        "plain": (plain, (px,), {"y": py, "batch_size": bs}),
+    }
+
+    def run(side):  # (median wall s, median CPU s) per step of one fit call
+        model, data, kw = feeds[side]
+        cpu: list[float] = []
+        wall = bench.step_times(keras, model, *data, 1, cpu=cpu, **kw)
+        return statistics.median(wall), statistics.median(cpu)
+
+    run("resnet-tl"), run("plain")  # compile and warm up both
+    for i in range(args.pairs):
+        a, b = run("resnet-tl"), run("plain")
+        print(json.dumps({"round": i, "backend": setup.backend, "precision": setup.precision, "variant": args.variant,
+                          "batch_size": bs, "resnet_tl_step_s": round(a[0], 4), "plain_step_s": round(b[0], 4),
+                          "resnet_tl_cpu_s": round(a[1], 4), "plain_cpu_s": round(b[1], 4),
+                          "ratio": round(b[0] / a[0], 3), "cpu_ratio": round(b[1] / a[1], 3)}), flush=True)
 
 
-def one(args) -> None:
-    fn = {"plain": plain_keras, "resnet-tl": resnet_tl_path}[args.one]
-    t0 = time.time()
-    ips = fn(args.precision, args.batch_size, args.steps, args.warmup)
-    print(json.dumps({"path": args.one, "precision": args.precision, "batch_size": args.batch_size,
-                      "images_per_s": round(ips, 2), "wall_s": round(time.time() - t0, 1)}))
+def run_config(args, backend: str, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--rounds", "--precision", precision, "--batch-size", str(args.batch_size),
+           "--steps", str(args.steps), "--pairs", str(args.pairs), "--variant", args.variant]
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    rows = []
+    for line in proc.stdout:
+        if line.startswith("{"):
+            print(line.strip(), flush=True)
+            rows.append(json.loads(line))
+    err = proc.stderr.read()
+    if proc.wait():
+        sys.exit(err[-3000:])
+    def med(key):
+        return statistics.median(r[key] for r in rows)
+
+    ratios, cpu_ratios = [r["ratio"] for r in rows], [r["cpu_ratio"] for r in rows]
+    bs = args.batch_size
+    return {
+        "backend": backend, "precision": precision, "variant": args.variant, "batch_size": bs, "pairs": len(rows),
+        "resnet_tl_images_per_s": round(bs / med("resnet_tl_step_s"), 2), "plain_images_per_s": round(bs / med("plain_step_s"), 2),
+        "resnet_tl_images_per_cpu_s": round(bs / med("resnet_tl_cpu_s"), 2), "plain_images_per_cpu_s": round(bs / med("plain_cpu_s"), 2),
+        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_min": min(cpu_ratios), "cpu_ratio_max": max(cpu_ratios),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--one", choices=["plain", "resnet-tl"])
-    ap.add_argument("--precision", default="float32")
+    ap.add_argument("--backend", choices=["tensorflow", "jax"], action="append", help="default: both")
+    ap.add_argument("--precision", choices=["float32", "mixed_bfloat16"], action="append", help="default: both")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
+    ap.add_argument("--pairs", type=int, default=5, help="A B rounds")
+    ap.add_argument("--variant", default="default", choices=VARIANTS, help="resnet-tl with one part ablated")
+    ap.add_argument("--rounds", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one:
-        return one(args)
-    results = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        for path in ("resnet-tl", "plain"):
-            cmd = [sys.executable, __file__, "--one", path, "--precision", precision, "--batch-size", str(args.batch_size),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            if proc.returncode:
-                sys.exit(proc.stderr[-3000:])
-            line = proc.stdout.strip().splitlines()[-1]
-            print(line, flush=True)
-            results[(path, precision)] = json.loads(line)["images_per_s"]
-    print(f"\n| path | float32 img/s | mixed_bfloat16 img/s | bf16 speed-up |\n| --- | --- | --- | --- |")
-    for path in ("resnet-tl", "plain"):
-        f32, bf16 = results[(path, "float32")], results[(path, "mixed_bfloat16")]
-        print(f"| {path} | {f32:.2f} | {bf16:.2f} | {bf16 / f32:.2f}x |")
-    for precision in ("float32", "mixed_bfloat16"):
-        print(f"resnet-tl / plain Keras, {precision}: {results[('resnet-tl', precision)] / results[('plain', precision)]:.2f}x")
+    if args.rounds:
+        args.precision = args.precision[0]
+        return rounds(args)
+    summaries = [run_config(args, b, p) for b in args.backend or ["tensorflow", "jax"]
+                 for p in args.precision or ["float32", "mixed_bfloat16"]]
+    print("\n| backend | precision | variant | batch | resnet-tl img/s | plain img/s | wall ratio, median (min-max) "
+          "| resnet-tl img/CPU-s | plain img/CPU-s | CPU-time ratio, median (min-max) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s in summaries:
+        print(json.dumps({"summary": s}), file=sys.stderr)
+        print(f"| {s['backend']} | {s['precision']} | {s['variant']} | {s['batch_size']} | {s['resnet_tl_images_per_s']:.2f} | "
+              f"{s['plain_images_per_s']:.2f} | {s['ratio_median']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | "
+              f"{s['resnet_tl_images_per_cpu_s']:.2f} | {s['plain_images_per_cpu_s']:.2f} | "
+              f"**{s['cpu_ratio_median']:.2f}x** ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) |")
+    by = {(s["backend"], s["precision"]): s for s in summaries}
+    for backend in args.backend or ["tensorflow", "jax"]:
+        f32, bf16 = by.get((backend, "float32")), by.get((backend, "mixed_bfloat16"))
+        if f32 and bf16:
+            for unit in ("images_per_s", "images_per_cpu_s"):
+                print(f"{backend}: bf16 speed-up in {unit}: resnet-tl {bf16['resnet_tl_' + unit] / f32['resnet_tl_' + unit]:.2f}x, "
+                      f"plain Keras {bf16['plain_' + unit] / f32['plain_' + unit]:.2f}x (medians)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What this installation runs on, for `resnet-tl info`: versions, backend,
-devices, which mixed precision policies the hardware runs fast, XLA, caches."""
+devices, the CPU's matrix extensions (AMX, AVX512_BF16), which mixed precision
+policies the hardware runs fast, XLA, caches."""
 
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+# CPU matrix extensions that decide how fast bfloat16 and int8 run: AMX tiles
+# (Sapphire Rapids and later) multiply bf16/int8 matrices in dedicated units;
+# AVX512_BF16 only adds bf16 dot products to the vector units.
+CPU_FEATURES = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx512f")
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_features(flags: set[str]) -> dict[str, bool]:
+    """Presence of each of CPU_FEATURES in /proc/cpuinfo's flags."""
+    return {name: name in flags for name in CPU_FEATURES}
+
+
 def fast_mixed_precision(devices, flags: set[str]) -> list[str]:
     """Policies with hardware support: float16 on tensor-core GPUs (>= 7.0),
     bfloat16 on GPUs >= 8.0, TPUs and CPUs with AVX512_BF16 or AMX."""
@@ -53,18 +76,21 @@ def fast_mixed_precision(devices, flags: set[str]) -> list[str]:
 def system_info() -> dict:
     """One JSON-ready document (imports the Keras backend to list devices)."""
     from resnet_tl.data.cache import default_cache_dir
+    from resnet_tl.data.prefetch import loader_workers
     from resnet_tl.kerasenv import keras_module
     from resnet_tl.precision import list_devices, resolve_jit, resolve_precision
 
     keras = keras_module()
     backend = keras.backend.backend()
     devices = list_devices(backend)
+    flags = cpu_flags()
     return {
         "versions": package_versions(),
         "backend": backend,
         "devices": [{"kind": d.kind, "name": d.name, "compute_capability": d.compute_capability} for d in devices],
         "precision_auto": resolve_precision("auto", devices),
-        "mixed_precision": fast_mixed_precision(devices, cpu_flags()),
+        "mixed_precision": fast_mixed_precision(devices, flags),
+        "cpu": {"model": cpu_model(), "cpus_usable": loader_workers(), "features": cpu_features(flags)},
         "xla": backend in ("tensorflow", "jax"),
         "jit_compile_auto": resolve_jit("auto", backend, devices),
         "cache_dir": str(default_cache_dir()),

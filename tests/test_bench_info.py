@@ -29,12 +29,57 @@ def test_fast_mixed_precision_by_hardware():
     assert fast_mixed_precision([Device("gpu", "H100", (9, 0))], set()) == ["mixed_float16", "mixed_bfloat16"]
 
 
-def test_bench_json_reports_throughput_for_the_recipe(tmp_path):
+def test_info_reports_the_cpu_matrix_extensions(tmp_path):
+    from resnet_tl.sysinfo import cpu_features, cpu_flags, cpu_model
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    feats = cpu_features(cpu_flags(fake))
+    assert feats["amx_bf16"] and feats["amx_tile"] and feats["avx512_bf16"] and not feats["avx512_fp16"]
+    assert cpu_model(fake) == "Intel(R) Xeon(R) Platinum 8480+"
+    doc = json.loads(CliRunner().invoke(app, ["info", "--json"]).stdout)
+    # The real machine, read independently of our parser.
+    flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    assert doc["cpu"]["features"]["amx_bf16"] == ("amx_bf16" in flags)
+    assert doc["cpu"]["features"]["avx512_bf16"] == ("avx512_bf16" in flags)
+    import os
+
+    assert doc["cpu"]["cpus_usable"] == len(os.sched_getaffinity(0))
+
+
+def test_bench_json_reports_training_input_and_their_ratio_per_precision(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({"data": {"image_size": 16}, "model": {"backbone": "resnet20"}, "train": {"precision": "float32"}}))
-    res = CliRunner().invoke(app, ["bench", str(recipe), "--steps", "2", "--batch-size", "8", "--json"])
+    res = CliRunner().invoke(app, ["bench", str(recipe), "--steps", "2", "--batch-size", "8", "--json",
+                                   "--precision", "float32", "--precision", "mixed_bfloat16", "--peer"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert (doc["backbone"], doc["image_size"], doc["batch_size"], doc["precision"], doc["backend"]) == ("resnet20", 16, 8, "float32", "tensorflow")
-    assert doc["train_images_per_s"] > 0 and doc["inference_images_per_s"] > 0
-    assert doc["device"]
+    assert (doc["backbone"], doc["image_size"], doc["batch_size"], doc["backend"]) == ("resnet20", 16, 8, "tensorflow")
+    assert doc["device"] and doc["loader_workers"] >= 1 and doc["input_images_per_s"] > 0
+    assert [r["precision"] for r in doc["results"]] == ["float32", "mixed_bfloat16"]
+    for r in doc["results"]:
+        assert r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
+        assert r["input_over_train"] == round(doc["input_images_per_s"] / r["train_images_per_s"], 2)
+        assert r["limited_by"] == ("input" if r["input_over_train"] < 1 else "compute")
+        assert r["peer_train_images_per_s"] is None and r["vs_peer"] is None  # keras.applications has no ResNet-20
+
+
+def test_bench_rejects_an_unknown_precision_in_one_line():
+    res = CliRunner().invoke(app, ["bench", "--precision", "bfloat8"])
+    assert res.exit_code == 2
+    assert "--precision: received 'bfloat8'; allowed: float32" in res.output and "Traceback" not in res.output
+
+
+def test_bench_peer_is_the_keras_applications_model_compiled_as_keras_guides_do():
+    import keras
+
+    from resnet_tl.bench import N_CLASSES, build_peer
+    from resnet_tl.precision import configure
+    from resnet_tl.recipe import build_recipe
+
+    recipe = build_recipe({"data": {"image_size": 32}, "model": {"backbone": "resnet50", "weights": "none"}, "train": {"precision": "float32"}})
+    peer = build_peer(recipe, configure(recipe.train))
+    reference = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=N_CLASSES)
+    assert peer.name == reference.name and peer.count_params() == reference.count_params()
+    assert [type(layer).__name__ for layer in peer.layers] == [type(layer).__name__ for layer in reference.layers]
+    assert type(peer.optimizer) is keras.optimizers.Adam

@@ -21,6 +21,9 @@ def info(json_: JsonOpt = False) -> None:
         t.add_row(name, version or "not installed")
     t.add_row("backend", doc["backend"])
     t.add_row("devices", ", ".join(f"{d['kind']}: {d['name']}" for d in doc["devices"]))
+    cpu = doc["cpu"]
+    t.add_row("cpu", f"{cpu['model'] or 'unknown'} ({cpu['cpus_usable']} usable)")
+    t.add_row("cpu matrix units", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in cpu["features"].items() if k != "avx512f"))
     t.add_row("precision (auto)", doc["precision_auto"])
     t.add_row("mixed precision", ", ".join(doc["mixed_precision"]) or "none")
     t.add_row("XLA", "yes" if doc["xla"] else "no")

@@ -43,7 +43,7 @@ def class_weights(y: np.ndarray, classes: list[str], mode) -> dict[int, float] |
 
 
 class ArrayBatches:
-    """Shuffled batches (x float32 0..255 (B, H, W, 3), y) from uint8 (N, H, W, 3) arrays.
+    """Shuffled batches (x 0..255 (B, H, W, 3) as `dtype`, y) from uint8 (N, H, W, 3) arrays.
 
     y is int32 (B,) class indices, or float32 (B, num_classes) soft labels when
     mixup/cutmix is on. With class_weight a third element, float32 (B,) sample
@@ -150,19 +150,24 @@ class ArrayBatches:
 
 
 def as_keras_dataset(batches: ArrayBatches, workers: int = 1, use_multiprocessing: bool = False,
-                     max_queue_size: int = 10, *, num_classes: int | None = None, follow_epochs: bool = True):
+                     max_queue_size: int = 10, *, num_classes: int | None = None, follow_epochs: bool = True,
+                     prefetch: bool = False):
     """Wrap `batches` in a keras.utils.PyDataset.
 
     num_classes: turn integer labels into one-hot float32 (B, num_classes), so
     label smoothing, mixup and cutmix share one loss. follow_epochs: take the
     next order at each epoch begin (fit() may begin one extra epoch to build
     the model; the orders stay deterministic); off when the caller sets the
-    epoch itself (`set_epoch`) and fits one epoch per call.
+    epoch itself (`set_epoch`) and fits one epoch per call. prefetch: build
+    the next batches on loader threads while the caller works (data.prefetch).
     """
     import keras  # only here: the data package itself never needs Keras
 
+    from resnet_tl.data.prefetch import Prefetched
+
     start = batches.epoch
     eye = np.eye(num_classes, dtype=np.float32) if num_classes else None
+    source = Prefetched(batches) if prefetch else batches
 
     class _Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -174,13 +179,13 @@ def as_keras_dataset(batches: ArrayBatches, workers: int = 1, use_multiprocessin
             return len(batches)
 
         def __getitem__(self, i):
-            item = batches[i]
+            item = source[i]
             if eye is not None and item[1].ndim == 1:
                 item = (item[0], eye[item[1]], *item[2:])
             return item
 
         def set_epoch(self, epoch: int) -> None:
-            batches.set_epoch(epoch)
+            source.set_epoch(epoch)
 
         # Keras also calls on_epoch_end when it resets an iterator, so counting
         # epoch ends would skip orders; epoch begins are exact where Keras has them.
@@ -188,12 +193,12 @@ def as_keras_dataset(batches: ArrayBatches, workers: int = 1, use_multiprocessin
             if not follow_epochs:
                 return
             self._begins += 1
-            batches.set_epoch(start + self._begins - 1)
+            source.set_epoch(start + self._begins - 1)
 
         def on_epoch_end(self):
             if follow_epochs and self._begins == 0:  # a Keras without on_epoch_begin
                 self._ends += 1
-                batches.set_epoch(start + self._ends)
+                source.set_epoch(start + self._ends)
 
     return _Batches()
 
@@ -203,6 +208,9 @@ def keras_batches(x, y, num_classes: int, batch_size: int, seed: int, shuffle: b
     """The PyDataset training and validation read: (pixels or features, one-hot labels[, sample weights]).
 
     x: (N, ...) uint8 pixels (a memmap is fine) or float32 features; y: (N,) int.
+    Pixels stay uint8 unless mixup blends them: Keras casts them to the
+    model's float32 input on the device, and a quarter of the bytes crosses
+    to it. The next batches are built ahead on loader threads (data.prefetch).
     mix: {"mixup": alpha, "cutmix": alpha}. With a distributed `setup`, this
     process reads its own shard, in steps of its part of the global
     `batch_size`; training drops a last partial batch so that every step
@@ -216,5 +224,6 @@ def keras_batches(x, y, num_classes: int, batch_size: int, seed: int, shuffle: b
     batches = ArrayBatches(
         x, y, **{"batch_size": batch_size, **shard}, shuffle=shuffle, seed=seed, class_weight=class_weight,
         mixup=mix.get("mixup", 0.0), cutmix=mix.get("cutmix", 0.0), num_classes=num_classes,
+        dtype="uint8" if x.dtype == np.uint8 and not mix.get("mixup", 0.0) else "float32",
     )
-    return as_keras_dataset(batches, num_classes=num_classes, follow_epochs=False)
+    return as_keras_dataset(batches, num_classes=num_classes, follow_epochs=False, prefetch=True)
