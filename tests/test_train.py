@@ -149,6 +149,45 @@ def test_per_stage_learning_rates_scale_the_actual_updates():
     assert checked == set(depth)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_follows_each_stage_rate_and_spares_1d_variables(optimizer):
+    """One step with zero gradients: only decay moves weights, by exactly
+    lr x factor^depth x weight_decay x value (timm / BEiT layer decay)."""
+    import keras
+
+    from resnet_tl.model import build_classifier, stage_layers
+    from resnet_tl.optimizers import make_optimizer
+    from resnet_tl.recipe import PhaseConfig
+    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers
+
+    recipe = tiny_recipe([{"epochs": 1}])
+    stages = ("stem", "conv2", "conv3", "conv4")
+    lr, wd, factor = 0.05, 0.1, 0.5
+    keras.utils.set_random_seed(0)
+    clf = build_classifier(recipe.model, 2, 16)
+    cfg = PhaseConfig(train="all", optimizer=optimizer, momentum=0.0, lr=lr, weight_decay=wd,
+                      lr_decay_per_stage=factor, batchnorm="train")
+    phase = Phase(0, "p", cfg, stages + ("head",))
+    apply_freezing(clf, phase)
+    opt = make_optimizer(cfg, lr, lr_multipliers(clf, phase, stages))
+    variables = clf.trainable_variables
+    before = [np.array(v.numpy()) for v in variables]
+    opt.apply([keras.ops.zeros(v.shape) for v in variables], variables)
+    depth = {"head": 0, "conv4": 1, "conv3": 2, "conv2": 3, "stem": 4}
+    stage_of = {v.path: s for layer, s in stage_layers(clf) for v in layer.trainable_weights}
+    seen = {"decayed": set(), "spared": 0}
+    for v, old in zip(variables, before):
+        new = np.array(v.numpy())
+        if old.ndim <= 1:
+            np.testing.assert_array_equal(new, old, err_msg=v.path)
+            seen["spared"] += 1
+        else:
+            expected = old - lr * factor ** depth[stage_of[v.path]] * wd * old
+            np.testing.assert_allclose(new, expected, rtol=1e-6, atol=1e-9, err_msg=v.path)
+            seen["decayed"].add(stage_of[v.path])
+    assert seen["decayed"] == set(depth) and seen["spared"] > 10  # biases and BatchNorm gamma/beta
+
+
 def test_cached_and_live_head_training_agree(tmp_path):
     from resnet_tl.model import head_of
     from resnet_tl.runtimes import load_keras_model
