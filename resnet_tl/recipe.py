@@ -128,8 +128,11 @@ class PhaseConfig(_Section):
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0, description="Layer-wise lr decay: a stage d levels below the head gets lr x factor^d.")
     batchnorm: Literal["frozen", "train"] = Field("frozen", description="frozen: BatchNorm in inference mode, statistics untouched.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    cache_features: bool | None = Field(None, description="Head-only phases: compute backbone features once. Default: on for head-only phases.")
-    feature_cache_views: int = Field(1, ge=1, le=64, description="Augmented views per image in the feature cache (1 = no augmentation).")
+    cache_features: bool | None = Field(None, description="Head-only phases: compute backbone features once. Default: on for head-only phases, except with mixup/cutmix (they mix images, so the phase trains live).")
+    feature_cache_views: int | None = Field(
+        None, ge=1, le=64,
+        description="Views of the training set in the feature cache: 1 = unaugmented images; N > 1 = N augmented views, one per epoch in turn. Default: 1 when data.augment is off, else min(epochs, 4).",
+    )
 
     @model_validator(mode="after")
     def _one_selector(self) -> "PhaseConfig":

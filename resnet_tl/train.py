@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -279,6 +280,7 @@ class _PhaseFitter:
     def __init__(self, recipe: Recipe, phase, classifier, augmenter, ds, setup):
         import keras
 
+        from resnet_tl.augment import build_augmenter, is_identity
         from resnet_tl.backbones import BACKBONES
         from resnet_tl.data.batches import class_weights
         from resnet_tl.model import feature_extractor, head_of
@@ -295,10 +297,16 @@ class _PhaseFitter:
         if self.cached:
             extractor = feature_extractor(classifier)
             self.val_inputs = _features(extractor, ds.x_val, tc.batch_size, None)
-            self.views = [
-                _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None)
-                for _ in range(cfg.feature_cache_views)
-            ]
+            # The views' augmenter is seeded by (seed, phase), not taken from the
+            # training augmenter's running state: a resumed phase rebuilds the
+            # same views.
+            view_augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed + 7919 * phase.index) if phase.augmented_views else None
+            self.views = [_features(extractor, ds.x_train, tc.batch_size, view_augmenter) for _ in range(phase.cache_views)]
+            if not phase.augmented_views and not is_identity(dc.augment):
+                warnings.warn(
+                    f"phase '{phase.name}': the head trains on cached features of unaugmented images (feature_cache_views: 1) "
+                    "although data.augment asks for augmentation; set feature_cache_views > 1 for augmented views, "
+                    "or cache_features: false to train on live images", stacklevel=2)
             head = head_of(classifier)
             feat_in = keras.Input(head.input_shape[1:], name="features")
             self.model = keras.Model(feat_in, head(feat_in), name="head_trainer")
@@ -317,7 +325,10 @@ class _PhaseFitter:
             self.model.compile(
                 optimizer=self.optimizer,
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                # Plain cross-entropy beside the loss: val_loss must mean the same
+                # in every phase (best-epoch choice compares across phases), and
+                # the loss carries each phase's own label smoothing.
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.CategoricalCrossentropy(name="ce")],
                 jit_compile=setup.jit_compile,
                 steps_per_execution=tc.steps_per_execution,
             )
@@ -347,7 +358,7 @@ class _PhaseFitter:
             "phase": self.phase.name, "epoch": epoch_number,
             "lr": float(f"{lr_at((e + 1) * self.steps - 1, self.steps, cfg):.6g}"),
             "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-            "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+            "val_loss": logs.get("val_ce"), "val_accuracy": logs.get("val_accuracy"),
             "seconds": round(time.time() - t0, 3),
         }
 
