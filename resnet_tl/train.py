@@ -106,16 +106,13 @@ def train(
     `resnet_tl.distribute.Cluster` for multi-worker training (default: from
     RESNET_TL_* environment variables); only process 0 writes the run
     folder, the others write to a temporary folder they delete.
-    The global Keras dtype policy is set for the run and restored afterwards.
+    The seeds, the Keras dtype policy and distribution are set for the run
+    and restored afterwards (`resnet_tl.globalstate.preserved`).
     """
-    from resnet_tl.kerasenv import keras_module
+    from resnet_tl.globalstate import preserved
 
-    keras = keras_module()
-    previous = keras.config.dtype_policy()
-    try:
+    with preserved():
         return _train(recipe, out, name, resume, dataset, progress, cluster)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult:

@@ -329,3 +329,29 @@ def test_val_loss_is_plain_cross_entropy_in_every_phase(tmp_path):
     numpy_ce = float(np.mean(log_z - logits[np.arange(len(ds.y_val)), ds.y_val]))
     assert a["val_loss"] == pytest.approx(numpy_ce, rel=1e-4)
 
+
+def test_train_leaves_global_state_as_it_found_it(tmp_path):
+    import random
+
+    import keras
+    import matplotlib
+
+    from resnet_tl.kerasenv import keras_module
+
+    matplotlib.use("svg")  # a backend the caller chose; the run draws its curves anyway
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    random.seed(7)
+    np.random.seed(7)
+    before = (random.getstate(), np.random.get_state()[1].copy(), keras_module().config.dtype_policy().name)
+    ds = bars_dataset(n_per_class=4, n_val_per_class=2)
+    try:
+        result = train(tiny_recipe([{"epochs": 1, "train": "head"}]), out=tmp_path, name="g", dataset=ds)
+        after = (random.getstate(), np.random.get_state()[1].copy(), keras.config.dtype_policy().name)
+        backend = matplotlib.get_backend()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert (result.run_dir / "plots" / "curves.png").stat().st_size > 1000
+    assert after[0] == before[0] and np.array_equal(after[1], before[1])
+    assert after[2] == "mixed_bfloat16"
+    assert backend == "svg"
+
