@@ -404,8 +404,25 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] = (), data
     return recipe
 
 
-# Sections that define what a checkpoint means; a resumed run may not change them.
-LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "train.batch_size", "train.seed", "train.class_weight")
+# Keys that define what a checkpoint means; a resumed run may not change them.
+# data.augment: the augmenter's variables (its RNG state) are in the checkpoint;
+# train.monitor: best_value compares against it; train.precision: mixed_float16
+# adds loss-scale variables to the optimizer state.
+LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "data.augment",
+               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision")
+
+
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """`recipe` with data.dir, data.cache_dir and a model.weights file made
+    absolute (against the current folder), as a run folder stores it."""
+    data = {"dir": str(Path(recipe.data.dir).expanduser().resolve())}
+    if recipe.data.cache_dir is not None:
+        data["cache_dir"] = str(Path(recipe.data.cache_dir).expanduser().resolve())
+    update = {"data": recipe.data.model_copy(update=data)}
+    weights = Path(recipe.model.weights).expanduser()
+    if recipe.model.weights not in ("imagenet", "none") and weights.is_file():
+        update["model"] = recipe.model.model_copy(update={"weights": str(weights.resolve())})
+    return recipe.model_copy(update=update)
 
 
 def locked_view(recipe: Recipe) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from resnet_tl.checkpoint import (
 from resnet_tl.data.batches import keras_batches
 from resnet_tl.errors import Interrupted, UserError
 from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
-from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
+from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view, with_absolute_paths
 from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_labels, read_status, write_labels, write_status
 
 
@@ -170,6 +170,9 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoi
 
     if resume is None:
         paths = create_run_dir(out, name)
+        # Stored with absolute paths: resume, evaluate and export may run
+        # from another folder. locked_view reads the same stored form.
+        recipe = with_absolute_paths(recipe)
         atomic_write_text(paths.recipe, dump_recipe(recipe))
         write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
@@ -185,7 +188,11 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoi
     labels = read_labels(paths.labels) if paths.labels.exists() else []
     if labels and labels != list(ds.classes):
         raise UserError(f"--resume {paths.root}: the data's classes {list(ds.classes)} differ from the run's labels.txt {labels}")
-    ckpt = load_checkpoint(paths)
+    try:
+        ckpt = load_checkpoint(paths)
+    except UserError as e:
+        write_status(paths, "failed", error=str(e))
+        raise
     remove_partials(paths.checkpoint_dir)
     remove_partials(paths.root)
     write_status(paths, "running", resumed_from_epoch=ckpt.state.epochs_done if ckpt else 0)

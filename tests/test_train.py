@@ -355,3 +355,27 @@ def test_train_leaves_global_state_as_it_found_it(tmp_path):
     assert after[2] == "mixed_bfloat16"
     assert backend == "svg"
 
+
+def test_run_folder_stores_absolute_paths(tmp_path, monkeypatch):
+    """resume, evaluate and export read the stored recipe, from any folder."""
+    from helpers import bars_folder
+
+    from resnet_tl.evaluate import evaluate
+    from resnet_tl.recipe import build_recipe
+
+    monkeypatch.chdir(tmp_path)
+    bars_folder(tmp_path / "images", n_per_class=6)
+    recipe = build_recipe({
+        "name": "rel", "data": {"dir": "images", "image_size": 16, "cache_dir": "cache", "augment": {"flip": "none"}},
+        "model": {"backbone": "resnet20"}, "schedule": [{"epochs": 1, "train": "head"}],
+        "train": {"batch_size": 8, "precision": "float32"},
+    })
+    result = train(recipe, out="runs", name="r")
+    stored = yaml.safe_load((tmp_path / "runs" / "r" / "recipe.yaml").read_text())
+    assert stored["data"]["dir"] == str(tmp_path.resolve() / "images")
+    assert stored["data"]["cache_dir"] == str(tmp_path.resolve() / "cache")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    metrics = evaluate(tmp_path / "runs" / "r")
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
