@@ -237,3 +237,30 @@ def test_resume_refuses_keys_the_checkpoint_depends_on(tmp_path, key, value):
     with pytest.raises(UserError, match=rf"'{locked}' was edited"):
         resume_recipe(paths.root, None, [], None)
 
+
+@pytest.fixture(scope="module")
+def augmented(setup):
+    """The resume recipe with flips on: cached augmented views in the head phase, the augmenter live after."""
+    base, _ = setup
+    doc = yaml.safe_load((base / "recipe.yaml").read_text())
+    doc["data"]["augment"] = {"flip": "horizontal", "contrast": 0.2}
+    recipe = base / "augmented.yaml"
+    recipe.write_text(yaml.safe_dump(doc))
+    _cli(str(recipe), "--out", str(base / "runs"), "--name", "aug-reference")
+    return recipe, _history(base / "runs" / "aug-reference")
+
+
+@pytest.mark.parametrize("fault", ["epoch:1", "epoch:3"])  # in the cached head phase; in the live phase
+def test_resume_with_augmentation_equals_uninterrupted(setup, augmented, fault):
+    """The augmented views and the augmenter's RNG state come back exactly."""
+    base, _ = setup
+    recipe, ref_hist = augmented
+    name = "aug-" + fault.replace(":", "-")
+    killed = _cli(str(recipe), "--out", str(base / "runs"), "--name", name, fault=fault, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    _cli("--resume", str(base / "runs" / name))
+    hist = _history(base / "runs" / name)
+    assert len(hist) == len(ref_hist) == sum(EPOCHS)
+    for a, b in zip(hist, ref_hist):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-4, abs=1e-5)
