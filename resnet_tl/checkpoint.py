@@ -1,11 +1,13 @@
 """Checkpoints of a run: training state, best weights and history, written atomically.
 
-A run folder's ``checkpoint/`` holds two files, each written whole or not at
-all (`resnet_tl.io.atomic_path`):
+A run folder's ``checkpoint/`` holds three files, each written whole or not
+at all (`resnet_tl.io.atomic_path`):
 
     last.npz   every variable of the classifier ("model/00000", ...), of the
                augmenter ("augment/...") and of the optimizer ("optimizer/..."),
                plus "state": the JSON of a `RunState` (where training stands)
+    prev.npz   the checkpoint before last.npz, kept in case last.npz is
+               damaged later (a disk error, a bad copy): resume falls back to it
     best.npz   the classifier's variables at the best epoch so far
 
 Variables are stored in the model's own variable order, and shapes are checked
@@ -18,7 +20,12 @@ import csv
 import io as _io
 import json
 import math
+import os
+import shutil
 import signal
+import warnings
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,8 +97,26 @@ def write_epoch(paths: RunPaths, state: RunState, classifier, augmenter, optimiz
             arrays.update(variables_arrays("augment/", augmenter.variables))
         arrays.update(variables_arrays("optimizer/", optimizer.variables))
         arrays["state"] = np.array(state.to_json())
+        keep_previous(paths.checkpoint, paths.previous_checkpoint)
         save_arrays(paths.checkpoint, arrays)
         write_history(paths, state.history)
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make `previous` a copy of `path` (a hard link: no bytes copied), atomically.
+
+    Called before `path` is replaced, so that both a crash and a later damage
+    of `path` leave one good checkpoint.
+    """
+    if not path.exists():
+        return
+    tmp = previous.with_name(f".{previous.name}.partial-link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, previous)
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -144,14 +169,40 @@ def defer_sigint():
 
 # ------------------------------------------------------------------ reading
 def load_checkpoint(paths: RunPaths) -> Checkpoint | None:
-    """The run's last.npz, or None when it has none yet."""
-    if not paths.checkpoint.exists():
+    """The run's last.npz, or prev.npz (with a warning) when last.npz is
+    damaged; None when the run has no checkpoint yet.
+
+    UserError, naming the file, when neither can be read.
+    """
+    last, prev = paths.checkpoint, paths.previous_checkpoint
+    if not last.exists() and not prev.exists():
         return None
-    with np.load(paths.checkpoint) as z:
-        arrays = {k: z[k] for k in z.files}
-    state = RunState.from_json(str(arrays.pop("state")))
+    problems = []
+    for path in (last, prev):
+        if not path.exists():
+            continue
+        try:
+            ckpt = read_checkpoint(path)
+        except UserError as e:
+            problems.append(str(e))
+            continue
+        if path == prev:
+            why = problems[0] if problems else f"'{last}' is missing"
+            warnings.warn(f"{why}; resuming from the previous checkpoint '{prev}' (epoch {ckpt.state.epochs_done})", stacklevel=2)
+        return ckpt
+    raise UserError("; ".join(problems) + ("" if prev.exists() else " (no previous checkpoint prev.npz to fall back to)"))
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """One checkpoint file; UserError naming it when it is damaged or foreign."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = RunState.from_json(str(arrays.pop("state")))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"checkpoint '{path}' is damaged and cannot be read ({type(e).__name__}: {e})") from None
     if state.version != CHECKPOINT_VERSION:
-        raise UserError(f"checkpoint '{paths.checkpoint}': written by an incompatible resnet-tl version")
+        raise UserError(f"checkpoint '{path}': written by an incompatible resnet-tl version")
     return Checkpoint(state, arrays)
 
 
@@ -160,7 +211,7 @@ def last_epoch(paths: RunPaths) -> int:
     try:
         with np.load(paths.checkpoint) as z:
             return int(json.loads(str(z["state"]))["epochs_done"])
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         return 0
 
 

@@ -36,20 +36,30 @@ def make_optimizer(cfg, learning_rate, multipliers: dict[str, float]):
     Keras optimizers take one learning rate; every optimizer routes each
     variable's update through `update_step(grad, var, lr)` on every backend,
     so scaling `lr` there gives layer-wise rates without a second optimizer.
-    Decoupled weight decay keeps the base rate.
+
+    Decoupled weight decay follows timm's parameter groups and BEiT's layer
+    decay: a variable is decayed by lr x multiplier x weight_decay x value per
+    step, and 1-D variables (biases, BatchNorm gamma/beta) are not decayed.
     """
     import keras
+    from keras import ops
 
     spec = OPTIMIZERS[cfg.optimizer]
     base = getattr(keras.optimizers, spec.keras_class)
     kwargs = {"learning_rate": learning_rate}
     if spec.momentum:
         kwargs["momentum"] = cfg.momentum
+    decay = float(cfg.weight_decay) if spec.weight_decay else 0.0
     if spec.weight_decay:
         # Keras's AdamW defaults to 0.004; the recipe's 0.0 means none.
-        kwargs["weight_decay"] = cfg.weight_decay or (0.0 if spec.keras_class == "AdamW" else None)
+        kwargs["weight_decay"] = decay or (0.0 if spec.keras_class == "AdamW" else None)
 
     class StageScaled(base):
+        def _use_weight_decay(self, variable):
+            # Keras would decay every variable at the base rate before the
+            # update; update_step decays each at its own rate instead.
+            return False
+
         def update_step(self, gradient, variable, learning_rate):
             # Backends hand over their own variable type (a tf.Variable under
             # TF); the optimizer's index maps it back to the Keras variable.
@@ -57,6 +67,9 @@ def make_optimizer(cfg, learning_rate, multipliers: dict[str, float]):
             m = multipliers.get(keras_var.path)
             if m is not None:
                 learning_rate = learning_rate * m
+            if decay and len(keras_var.shape) > 1:
+                rate = ops.cast(learning_rate, variable.dtype) * decay
+                self.assign_sub(variable, variable * rate)
             return super().update_step(gradient, variable, learning_rate)
 
     StageScaled.__name__ = f"StageScaled{base.__name__}"

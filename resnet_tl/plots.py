@@ -1,7 +1,9 @@
-"""PNG figures: training curves and confusion matrices (matplotlib, Agg backend).
+"""PNG figures: training curves and confusion matrices (matplotlib).
 
 Each function returns PNG bytes; callers write them atomically. Nothing is
-imported at module level beyond numpy, so the CLI stays fast.
+imported at module level beyond numpy, so the CLI stays fast. Figures are
+`matplotlib.figure.Figure` objects drawn straight to PNG, without pyplot:
+the caller's matplotlib backend and pyplot's figure list stay untouched.
 """
 
 from __future__ import annotations
@@ -11,19 +13,15 @@ import io
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -32,8 +30,8 @@ def plot_curves(history: list[dict]) -> bytes:
 
     `history` rows are those of history.csv (phase, epoch, loss, accuracy, val_loss, val_accuracy).
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure((11, 4))
+    axes = fig.subplots(1, 2)
     epochs = [int(r["epoch"]) for r in history]
     marker = "o" if len(history) <= 30 else None
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
@@ -85,13 +83,13 @@ def _mark_phases(ax, history: list[dict]) -> None:
 
 def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
     """Two panels: counts and row-normalised (each true class sums to 1)."""
-    plt = _pyplot()
     cm = np.asarray(cm, dtype=np.int64)
     n = len(classes)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
     side = min(max(3.0, 0.45 * n + 2.0), 14.0)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side))
+    fig = _figure((2 * side + 1.5, side))
+    axes = fig.subplots(1, 2)
     # "$" would start matplotlib mathtext in a class name.
     names = [(c if len(c) <= 18 else c[:17] + "\u2026").replace("$", r"\$") for c in classes]
     font = max(4, min(9, int(160 / max(n, 1))))

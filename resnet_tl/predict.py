@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
+from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_image
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_write_text
@@ -77,7 +78,7 @@ class PredictStream:
 
     Iterate it for {"path", "top", "error", "detail"[, "prediction", "confidence"]} dicts. Files
     are found by a scandir walk as they are needed, decoded on
-    len(os.sched_getaffinity(0)) threads while the model runs, predicted
+    usable_cpus() threads while the model runs, predicted
     `batch_size` at a time; at most a few batches are in memory, whatever the
     number of files. `predicted` / `failed` / `skipped` count as rows go by.
     """
@@ -131,7 +132,7 @@ class PredictStream:
 
     def _decoded(self, size: int) -> Iterator[tuple[str, Any]]:
         """(path, uint8 pixels) or (path, error row), in input order; decodes run ahead on threads."""
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = usable_cpus()
         window = 2 * self.batch_size + workers  # bounded read-ahead keeps memory flat
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=workers) as pool:

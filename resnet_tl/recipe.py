@@ -128,8 +128,11 @@ class PhaseConfig(_Section):
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0, description="Layer-wise lr decay: a stage d levels below the head gets lr x factor^d.")
     batchnorm: Literal["frozen", "train"] = Field("frozen", description="frozen: BatchNorm in inference mode, statistics untouched.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    cache_features: bool | None = Field(None, description="Head-only phases: compute backbone features once. Default: on for head-only phases.")
-    feature_cache_views: int = Field(1, ge=1, le=64, description="Augmented views per image in the feature cache (1 = no augmentation).")
+    cache_features: bool | None = Field(None, description="Head-only phases: compute backbone features once. Default: on for head-only phases, except with mixup/cutmix (they mix images, so the phase trains live).")
+    feature_cache_views: int | None = Field(
+        None, ge=1, le=64,
+        description="Views of the training set in the feature cache: 1 = unaugmented images; N > 1 = N augmented views, one per epoch in turn. Default: 1 when data.augment is off, else min(epochs, 4).",
+    )
 
     @model_validator(mode="after")
     def _one_selector(self) -> "PhaseConfig":
@@ -401,8 +404,25 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] = (), data
     return recipe
 
 
-# Sections that define what a checkpoint means; a resumed run may not change them.
-LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "train.batch_size", "train.seed", "train.class_weight")
+# Keys that define what a checkpoint means; a resumed run may not change them.
+# data.augment: the augmenter's variables (its RNG state) are in the checkpoint;
+# train.monitor: best_value compares against it; train.precision: mixed_float16
+# adds loss-scale variables to the optimizer state.
+LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "data.augment",
+               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision")
+
+
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """`recipe` with data.dir, data.cache_dir and a model.weights file made
+    absolute (against the current folder), as a run folder stores it."""
+    data = {"dir": str(Path(recipe.data.dir).expanduser().resolve())}
+    if recipe.data.cache_dir is not None:
+        data["cache_dir"] = str(Path(recipe.data.cache_dir).expanduser().resolve())
+    update = {"data": recipe.data.model_copy(update=data)}
+    weights = Path(recipe.model.weights).expanduser()
+    if recipe.model.weights not in ("imagenet", "none") and weights.is_file():
+        update["model"] = recipe.model.model_copy(update={"weights": str(weights.resolve())})
+    return recipe.model_copy(update=update)
 
 
 def locked_view(recipe: Recipe) -> dict[str, Any]:

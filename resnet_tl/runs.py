@@ -46,6 +46,8 @@ class RunPaths:
     @property
     def checkpoint(self) -> Path: return self.checkpoint_dir / "last.npz"
     @property
+    def previous_checkpoint(self) -> Path: return self.checkpoint_dir / "prev.npz"
+    @property
     def best_weights(self) -> Path: return self.checkpoint_dir / "best.npz"
     @property
     def plots(self) -> Path: return self.root / "plots"

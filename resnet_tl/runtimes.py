@@ -19,12 +19,12 @@ or ``<stem>.json``; ``savedmodel.json`` for a ``savedmodel/`` folder), else a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from resnet_tl.cpus import usable_cpus
 from resnet_tl.errors import UserError
 from resnet_tl.formats import FORMATS, detect_format
 
@@ -225,7 +225,7 @@ def _load_tflite(path: Path, num_threads):
         raise UserError("TFLite models need LiteRT: pip install ai-edge-litert") from None
     from resnet_tl.kerasenv import fd2_silenced
 
-    interp = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
+    interp = Interpreter(model_path=str(path), num_threads=num_threads or usable_cpus())
     inp = interp.get_input_details()[0]
     state = {"batch": None}
 
@@ -272,7 +272,7 @@ def _load_onnx(path: Path, num_threads):
     except ImportError:
         raise UserError('ONNX models need onnxruntime: pip install "resnet-tl[onnx]"') from None
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = num_threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = num_threads or usable_cpus()
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     np_dtype = {"tensor(uint8)": np.uint8, "tensor(float16)": np.float16}.get(inp.type, np.float32)

@@ -13,8 +13,9 @@ import math
 import warnings
 from dataclasses import dataclass
 
+from resnet_tl.augment import is_identity
 from resnet_tl.errors import UserError
-from resnet_tl.recipe import GradualPhase, PhaseConfig, Recipe
+from resnet_tl.recipe import AugmentConfig, GradualPhase, PhaseConfig, Recipe
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Phase:
     name: str
     config: PhaseConfig
     stages: tuple[str, ...]  # stages that train, bottom to top
+    cache_views: int = 0  # views of the training set in the feature cache; 0 = trains on live images
+    augmented_views: bool = False  # whether those views are augmented
 
     @property
     def head_only(self) -> bool:
@@ -32,8 +35,37 @@ class Phase:
 
     @property
     def uses_feature_cache(self) -> bool:
-        """Head-only phases train on cached backbone features unless turned off."""
-        return self.head_only and self.config.cache_features is not False
+        """Whether the head trains on cached backbone features (see `feature_cache`)."""
+        return self.cache_views > 0
+
+
+AUTO_CACHE_VIEWS = 4  # augmented views cached by default: 4 forward passes instead of one per epoch
+
+
+def feature_cache(cfg: PhaseConfig, stages: tuple[str, ...], augment: AugmentConfig, where: str) -> tuple[int, bool]:
+    """(views, augmented) of a phase's feature cache; (0, False) when it trains on live images.
+
+    Only head-only phases cache, and not with mixup or CutMix: those mix
+    images (and their labels), and a mix of two images' features is not the
+    features of a mixed image, so such a phase trains live. When the recipe
+    augments, the cache holds `feature_cache_views` augmented views (default
+    min(epochs, 4)), one per epoch in turn; without augmentation, one view.
+    """
+    if stages != ("head",) or cfg.cache_features is False:
+        return 0, False
+    if augment.mixup > 0 or augment.cutmix > 0:
+        if cfg.cache_features:
+            raise UserError(
+                f"{where}.cache_features: received true with data.augment mixup={augment.mixup:g}, cutmix={augment.cutmix:g}; "
+                "mixup and CutMix mix images, not backbone features; allowed: false or unset (the phase then trains on live images)"
+            )
+        return 0, False
+    if is_identity(augment):
+        return 1, False
+    if cfg.feature_cache_views is None:
+        return min(cfg.epochs, AUTO_CACHE_VIEWS), True
+    # An explicit 1 keeps its documented meaning: one unaugmented view.
+    return cfg.feature_cache_views, cfg.feature_cache_views > 1
 
 
 def all_stages(backbone_stages: tuple[str, ...]) -> tuple[str, ...]:
@@ -88,7 +120,9 @@ def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
         configs = _expand_gradual(item.gradual, stages, where) if isinstance(item, GradualPhase) else [item]
         for cfg in configs:
             idx = len(out)
-            out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, select_stages(cfg, stages, where)))
+            selected = select_stages(cfg, stages, where)
+            out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, selected,
+                             *feature_cache(cfg, selected, recipe.data.augment, where)))
     warning = frozen_random_backbone(recipe.model.weights, out, stages)
     if warning:
         warnings.warn(warning, stacklevel=2)
@@ -204,6 +238,7 @@ def describe(phases: list[Phase], steps_per_epoch: int | None = None) -> list[di
             "n_epochs": c.epochs, "stages": list(p.stages), "lr": c.lr, "optimizer": c.optimizer,
             "warmup_epochs": c.warmup_epochs, "decay": c.decay, "lr_decay_per_stage": c.lr_decay_per_stage,
             "batchnorm": c.batchnorm, "cached_features": p.uses_feature_cache,
+            "feature_cache_views": p.cache_views, "augmented_views": p.augmented_views,
         })
         start += c.epochs
     return rows

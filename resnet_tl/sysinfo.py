@@ -75,6 +75,7 @@ def fast_mixed_precision(devices, flags: set[str]) -> list[str]:
 
 def system_info() -> dict:
     """One JSON-ready document (imports the Keras backend to list devices)."""
+    from resnet_tl.cpus import usable_cpus
     from resnet_tl.data.cache import default_cache_dir
     from resnet_tl.data.prefetch import loader_workers
     from resnet_tl.kerasenv import keras_module
@@ -94,4 +95,5 @@ def system_info() -> dict:
         "xla": backend in ("tensorflow", "jax"),
         "jit_compile_auto": resolve_jit("auto", backend, devices),
         "cache_dir": str(default_cache_dir()),
+        "usable_cpus": usable_cpus(),
     }

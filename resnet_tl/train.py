@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,7 @@ from resnet_tl.checkpoint import (
 from resnet_tl.data.batches import keras_batches
 from resnet_tl.errors import Interrupted, UserError
 from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
-from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
+from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view, with_absolute_paths
 from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_labels, read_status, write_labels, write_status
 
 
@@ -105,16 +106,13 @@ def train(
     `resnet_tl.distribute.Cluster` for multi-worker training (default: from
     RESNET_TL_* environment variables); only process 0 writes the run
     folder, the others write to a temporary folder they delete.
-    The global Keras dtype policy is set for the run and restored afterwards.
+    The seeds, the Keras dtype policy and distribution are set for the run
+    and restored afterwards (`resnet_tl.globalstate.preserved`).
     """
-    from resnet_tl.kerasenv import keras_module
+    from resnet_tl.globalstate import preserved
 
-    keras = keras_module()
-    previous = keras.config.dtype_policy()
-    try:
+    with preserved():
         return _train(recipe, out, name, resume, dataset, progress, cluster)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult:
@@ -172,6 +170,9 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoi
 
     if resume is None:
         paths = create_run_dir(out, name)
+        # Stored with absolute paths: resume, evaluate and export may run
+        # from another folder. locked_view reads the same stored form.
+        recipe = with_absolute_paths(recipe)
         atomic_write_text(paths.recipe, dump_recipe(recipe))
         write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
@@ -187,7 +188,11 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoi
     labels = read_labels(paths.labels) if paths.labels.exists() else []
     if labels and labels != list(ds.classes):
         raise UserError(f"--resume {paths.root}: the data's classes {list(ds.classes)} differ from the run's labels.txt {labels}")
-    ckpt = load_checkpoint(paths)
+    try:
+        ckpt = load_checkpoint(paths)
+    except UserError as e:
+        write_status(paths, "failed", error=str(e))
+        raise
     remove_partials(paths.checkpoint_dir)
     remove_partials(paths.root)
     write_status(paths, "running", resumed_from_epoch=ckpt.state.epochs_done if ckpt else 0)
@@ -279,6 +284,7 @@ class _PhaseFitter:
     def __init__(self, recipe: Recipe, phase, classifier, augmenter, ds, setup):
         import keras
 
+        from resnet_tl.augment import build_augmenter, is_identity
         from resnet_tl.backbones import BACKBONES
         from resnet_tl.data.batches import class_weights
         from resnet_tl.model import feature_extractor, head_of
@@ -295,10 +301,16 @@ class _PhaseFitter:
         if self.cached:
             extractor = feature_extractor(classifier)
             self.val_inputs = _features(extractor, ds.x_val, tc.batch_size, None)
-            self.views = [
-                _features(extractor, ds.x_train, tc.batch_size, augmenter if cfg.feature_cache_views > 1 else None)
-                for _ in range(cfg.feature_cache_views)
-            ]
+            # The views' augmenter is seeded by (seed, phase), not taken from the
+            # training augmenter's running state: a resumed phase rebuilds the
+            # same views.
+            view_augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed + 7919 * phase.index) if phase.augmented_views else None
+            self.views = [_features(extractor, ds.x_train, tc.batch_size, view_augmenter) for _ in range(phase.cache_views)]
+            if not phase.augmented_views and not is_identity(dc.augment):
+                warnings.warn(
+                    f"phase '{phase.name}': the head trains on cached features of unaugmented images (feature_cache_views: 1) "
+                    "although data.augment asks for augmentation; set feature_cache_views > 1 for augmented views, "
+                    "or cache_features: false to train on live images", stacklevel=2)
             head = head_of(classifier)
             feat_in = keras.Input(head.input_shape[1:], name="features")
             self.model = keras.Model(feat_in, head(feat_in), name="head_trainer")
@@ -317,7 +329,10 @@ class _PhaseFitter:
             self.model.compile(
                 optimizer=self.optimizer,
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                # Plain cross-entropy beside the loss: val_loss must mean the same
+                # in every phase (best-epoch choice compares across phases), and
+                # the loss carries each phase's own label smoothing.
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.CategoricalCrossentropy(name="ce")],
                 jit_compile=setup.jit_compile,
                 steps_per_execution=tc.steps_per_execution,
             )
@@ -347,7 +362,7 @@ class _PhaseFitter:
             "phase": self.phase.name, "epoch": epoch_number,
             "lr": float(f"{lr_at((e + 1) * self.steps - 1, self.steps, cfg):.6g}"),
             "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-            "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+            "val_loss": logs.get("val_ce"), "val_accuracy": logs.get("val_accuracy"),
             "seconds": round(time.time() - t0, 3),
         }
 

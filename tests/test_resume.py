@@ -178,3 +178,89 @@ def test_unusable_output_location_fails_before_training(tmp_path):
         train(recipe, out=blocker, name="r", dataset=ds)
     with pytest.raises(UserError, match="cannot create the folder"):
         train(recipe, out=blocker / "sub", name="r", dataset=ds)
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one_then_fails_in_one_line(tmp_path):
+    """A truncated last.npz resumes from prev.npz; with both damaged, one line
+    naming the file and status.json says failed (main: BadZipFile traceback)."""
+    from helpers import bars_dataset, tiny_recipe
+
+    from resnet_tl.runs import RunPaths, write_status
+    from resnet_tl.train import train
+
+    ds = bars_dataset(n_per_class=4, n_val_per_class=2)
+    recipe = tiny_recipe([{"epochs": 2, "train": "head"}])
+    train(recipe, out=tmp_path, name="r", dataset=ds)
+    paths = RunPaths(tmp_path / "r")
+    with np.load(paths.previous_checkpoint) as z:
+        assert json.loads(str(z["state"]))["epochs_done"] == 1
+    last = paths.checkpoint.read_bytes()
+    paths.checkpoint.write_bytes(last[: len(last) // 2])
+    write_status(paths, "interrupted")  # as after a crash
+    with pytest.warns(UserWarning, match=r"last\.npz.*resuming from the previous checkpoint .*prev\.npz.*epoch 1"):
+        result = train(recipe, out=tmp_path, resume=paths.root, dataset=ds)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert json.loads(paths.status.read_text())["status"] == "complete"
+
+    paths.checkpoint.write_bytes(b"garbage")
+    paths.previous_checkpoint.write_bytes(b"more garbage")
+    write_status(paths, "interrupted")
+    with pytest.raises(UserError) as err:
+        train(recipe, out=tmp_path, resume=paths.root, dataset=ds)
+    assert f"checkpoint '{paths.checkpoint}' is damaged" in str(err.value)
+    status = json.loads(paths.status.read_text())
+    assert status["status"] == "failed" and "damaged" in status["error"]
+
+
+@pytest.mark.parametrize("key, value", [("train.monitor", "val_loss"), ("data.augment.flip", "vertical"), ("train.precision", "mixed_bfloat16")])
+def test_resume_refuses_keys_the_checkpoint_depends_on(tmp_path, key, value):
+    from helpers import tiny_recipe
+
+    from resnet_tl.io import atomic_write_text
+    from resnet_tl.recipe import dump_recipe, locked_view
+    from resnet_tl.runs import create_run_dir, write_status
+    from resnet_tl.train import resume_recipe
+
+    recipe = tiny_recipe([{"epochs": 2, "train": "head"}])
+    paths = create_run_dir(tmp_path, "r")
+    atomic_write_text(paths.recipe, dump_recipe(recipe))
+    write_status(paths, "interrupted", locked=locked_view(recipe))
+    resume_recipe(paths.root, None, [], None)  # unedited: accepted
+    doc = yaml.safe_load(paths.recipe.read_text())
+    *parents, leaf = key.split(".")
+    node = doc
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    paths.recipe.write_text(yaml.safe_dump(doc))
+    locked = key if not key.startswith("data.augment") else "data.augment"
+    with pytest.raises(UserError, match=rf"'{locked}' was edited"):
+        resume_recipe(paths.root, None, [], None)
+
+
+@pytest.fixture(scope="module")
+def augmented(setup):
+    """The resume recipe with flips on: cached augmented views in the head phase, the augmenter live after."""
+    base, _ = setup
+    doc = yaml.safe_load((base / "recipe.yaml").read_text())
+    doc["data"]["augment"] = {"flip": "horizontal", "contrast": 0.2}
+    recipe = base / "augmented.yaml"
+    recipe.write_text(yaml.safe_dump(doc))
+    _cli(str(recipe), "--out", str(base / "runs"), "--name", "aug-reference")
+    return recipe, _history(base / "runs" / "aug-reference")
+
+
+@pytest.mark.parametrize("fault", ["epoch:1", "epoch:3"])  # in the cached head phase; in the live phase
+def test_resume_with_augmentation_equals_uninterrupted(setup, augmented, fault):
+    """The augmented views and the augmenter's RNG state come back exactly."""
+    base, _ = setup
+    recipe, ref_hist = augmented
+    name = "aug-" + fault.replace(":", "-")
+    killed = _cli(str(recipe), "--out", str(base / "runs"), "--name", name, fault=fault, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    _cli("--resume", str(base / "runs" / name))
+    hist = _history(base / "runs" / name)
+    assert len(hist) == len(ref_hist) == sum(EPOCHS)
+    for a, b in zip(hist, ref_hist):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-4, abs=1e-5)

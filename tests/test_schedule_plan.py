@@ -71,3 +71,24 @@ def test_lr_curve_warmup_and_decays():
     assert lr_at(30, steps, cos) == pytest.approx(0.0, abs=1e-12)
     lin = PhaseConfig(epochs=2, lr=2.0, decay="linear")
     assert lr_at(10, steps, lin) == pytest.approx(1.0)
+
+
+def test_feature_cache_follows_augmentation_and_mixing():
+    def phase0(augment, **head):
+        r = build_recipe({"data": {"augment": augment}, "schedule": [{"train": "head", "epochs": 5, **head}]})
+        return expand_schedule(r, STAGES)[0]
+
+    plain = phase0({"flip": "none"})
+    assert (plain.cache_views, plain.augmented_views) == (1, False)
+    flips = phase0({"flip": "horizontal"})  # one augmented view per epoch, up to 4
+    assert (flips.cache_views, flips.augmented_views) == (4, True)
+    assert phase0({"flip": "horizontal"}, feature_cache_views=2).cache_views == 2
+    one_epoch = phase0({"flip": "horizontal"}, epochs=1)  # one fresh augmentation, as live training sees
+    assert (one_epoch.cache_views, one_epoch.augmented_views) == (1, True)
+    explicit_one = phase0({"flip": "horizontal"}, feature_cache_views=1)
+    assert (explicit_one.cache_views, explicit_one.augmented_views) == (1, False)
+    # Mixup and CutMix mix images: the head phase trains live.
+    for mix in ({"mixup": 0.2}, {"cutmix": 1.0}):
+        assert not phase0({"flip": "none", **mix}).uses_feature_cache
+        with pytest.raises(UserError, match=r"schedule\.0\.cache_features: received true .*allowed: false or unset"):
+            phase0({"flip": "none", **mix}, cache_features=True)

@@ -28,4 +28,5 @@ def info(json_: JsonOpt = False) -> None:
     t.add_row("mixed precision", ", ".join(doc["mixed_precision"]) or "none")
     t.add_row("XLA", "yes" if doc["xla"] else "no")
     t.add_row("cache dir", doc["cache_dir"])
+    t.add_row("usable CPUs", str(doc["usable_cpus"]))
     out.print(t)

@@ -60,8 +60,14 @@ def _render_plan(rows: list[dict]) -> None:
     for r in rows:
         t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), f"{r['lr']:g}", r["optimizer"],
                   f"{r['warmup_epochs']:g}", r["decay"], f"{r['lr_decay_per_stage']:g}", r["batchnorm"],
-                  "cached" if r["cached_features"] else "live")
+                  _features_cell(r))
     out.print(t)
+
+
+def _features_cell(row: dict) -> str:
+    if not row["cached_features"]:
+        return "live"
+    return f"cached, {row['feature_cache_views']} augmented views" if row["augmented_views"] else "cached"
 
 
 def _render_result(result) -> None:

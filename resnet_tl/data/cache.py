@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
+from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_write_json
@@ -346,7 +347,7 @@ def decode_checked(path: Path, sha1: str, image_size: int) -> tuple[np.ndarray |
 
 def parallel_map(fn: Callable, jobs: Iterable, workers: int | None = None) -> Iterator:
     """fn over jobs in a thread pool (Pillow and hashlib release the GIL), bounded memory, any order."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(8, usable_cpus())
     if workers <= 1:
         yield from map(fn, jobs)
         return

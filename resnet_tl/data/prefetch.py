@@ -10,20 +10,18 @@ same path runs under every backend.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+
+from resnet_tl.cpus import usable_cpus
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
 def loader_workers() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may run on (affinity mask and cgroup quota, not the machine's count)."""
+    return usable_cpus()
 
 
 def _pool() -> ThreadPoolExecutor:
