@@ -45,3 +45,24 @@ def test_checkpoint_write_streams_to_disk(tmp_path, monkeypatch):
         assert sorted(z.files) == sorted(arrays)
         assert all(np.array_equal(z[k], v) for k, v in arrays.items())
     assert not list(tmp_path.glob(".last.npz.partial-*"))
+
+
+# ------------------------------------------------------------------ decode cache
+def test_adding_one_image_decodes_one_and_rewrites_the_rows_as_the_readme_says(tmp_path):
+    # The README ("Decoded once") states this cost; the figures for a real size are in BENCHMARKS.md.
+    from conftest import make_class_folder, noise, save
+    from resnet_tl.data import load_dataset
+    from resnet_tl.recipe import DataConfig
+
+    root = make_class_folder(tmp_path / "ds", {"a": 20, "b": 20}, size=20)
+    cfg = DataConfig(dir=str(root), cache_dir=str(tmp_path / "cache"), image_size=8)
+    load_dataset(cfg)
+    rows = lambda: sorted((tmp_path / "cache").rglob("rows-*.u8"))  # noqa: E731
+    (before,) = rows()
+    save(noise(20, 20, seed=999), root / "a" / "000a.png")  # sorts early: every later row moves
+    ds = load_dataset(cfg)
+    assert ds.stats["decoded"] == 1 and ds.stats["hashed"] == 1
+    assert ds.stats["copied"] == 41  # every row, written once more into a new rows file in the new order
+    (after,) = rows()
+    assert after != before and after.stat().st_size == 41 * 8 * 8 * 3
+    assert "000a.png" in {p.name for p in ds.paths_train + ds.paths_val}
