@@ -240,12 +240,13 @@ def _torchvision_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
 
 
 def _cifar_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
-    """CIFAR ResNet-6n+2 (paper section 4.2): 3x3 conv 16, stages of 16/32/64 filters."""
+    """CIFAR ResNet-6n+2 (paper section 4.2): 3x3 conv 16, stages of 16/32/64 filters,
+    parameter-free shortcuts (option A), hence the paper's Table 6 counts."""
     inputs = keras.Input((image_size, image_size, 3))
     x = _conv(16, 3, 1, "conv1_conv", padding="same")(inputs)
     x = _batchnorm("conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
-    x = _stages(x, spec.depths, filters=(16, 32, 64))
+    x = _stages(x, spec.depths, filters=(16, 32, 64), block=_cifar_block)
     return keras.Model(inputs, x, name=spec.name)
 
 
@@ -260,13 +261,15 @@ def _stages(x, depths: tuple[int, ...], filters: tuple[int, ...], block=None):
     return x
 
 
-def _basic_block(x, filters: int, stride: int, name: str):
-    """Two 3x3 convs + shortcut; a 1x1 conv + BN projection where the shape changes (option B)."""
-    if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, stride, f"{name}_0_conv")(x)
-        shortcut = _batchnorm(f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
+def _cifar_block(x, filters: int, stride: int, name: str):
+    return _basic_block(x, filters, stride, name, shortcut=_zero_pad_shortcut)
+
+
+def _basic_block(x, filters: int, stride: int, name: str, shortcut=None):
+    """Two 3x3 convs + shortcut; `shortcut(x, filters, stride, name)` where the shape changes
+    (default: the 1x1 projection, option B)."""
+    shortcut = shortcut or _projection_shortcut
+    residual = shortcut(x, filters, stride, name) if stride != 1 or x.shape[-1] != filters else x
     if stride == 1:
         x = _conv(filters, 3, 1, f"{name}_1_conv", padding="same")(x)
     else:
@@ -276,7 +279,7 @@ def _basic_block(x, filters: int, stride: int, name: str):
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = _conv(filters, 3, 1, f"{name}_2_conv", padding="same")(x)
     x = _batchnorm(f"{name}_2_bn")(x)
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    x = layers.Add(name=f"{name}_add")([residual, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
@@ -302,6 +305,30 @@ def _bottleneck_block(x, width: int, stride: int, name: str):
     x = _batchnorm(f"{name}_3_bn")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def _projection_shortcut(x, filters: int, stride: int, name: str):
+    """Option B (torchvision, ImageNet): 1x1 conv + BatchNorm."""
+    x = _conv(filters, 1, stride, f"{name}_0_conv")(x)
+    return _batchnorm(f"{name}_0_bn")(x)
+
+
+def _zero_pad_shortcut(x, filters: int, stride: int, name: str):
+    """Option A (He et al. 2016, CIFAR): identity, subsampled by `stride`, new channels zero. No parameters.
+
+    Built from stock Keras layers only, so saved models load without resnet-tl:
+    a 1x1 max-pool with a stride takes every stride-th pixel, and the channel
+    axis is padded as the width axis of a (h*w, C, 1) view, half the new
+    channels on each side (as the reference implementations do).
+    """
+    h, w, c = x.shape[1:]
+    if stride != 1:
+        x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+        h, w = x.shape[1:3]
+    extra = filters - c
+    x = layers.Reshape((h * w, c, 1), name=f"{name}_0_flat")(x)
+    x = layers.ZeroPadding2D(((0, 0), (extra // 2, extra - extra // 2)), name=f"{name}_0_pad")(x)
+    return layers.Reshape((h, w, filters), name=f"{name}_0_unflat")(x)
 
 
 def _conv(filters: int, size: int, stride: int, name: str, padding: str = "valid") -> layers.Conv2D:

@@ -120,19 +120,38 @@ def keep_previous(path: Path, previous: Path) -> None:
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays as .npz atomically; a full disk is a clear error and the old file stays."""
-    buf = _io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
+    """Write arrays as .npz atomically; a full disk is a clear error and the old file stays.
+
+    np.savez streams straight into the temporary file, so the extra memory is
+    numpy's write buffer (at most 16 MB per array), not a copy of the whole checkpoint.
+    """
+    halfway = sum(int(np.asarray(a).nbytes) for a in arrays.values()) // 2
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                f.write(data[: len(data) // 2])
-                f.flush()
-                faults.point("checkpoint")
-                f.write(data[len(data) // 2:])
+                np.savez(_FaultHalfway(f, halfway), **arrays)
     except OSError as e:
         raise UserError(f"could not write checkpoint '{path}' ({e.strerror or e}); training stopped, the previous checkpoint is kept") from None
+
+
+class _FaultHalfway:
+    """A file that calls faults.point("checkpoint") once, after `at` bytes are on disk:
+    the SIGKILL tests kill the process in the middle of a checkpoint write."""
+
+    def __init__(self, f, at: int):
+        self._f, self._at, self._written, self._fired = f, at, 0, False
+
+    def write(self, data) -> int:
+        n = self._f.write(data)
+        self._written += len(data)
+        if not self._fired and self._written >= self._at:
+            self._fired = True
+            self._f.flush()
+            faults.point("checkpoint")
+        return n
+
+    def __getattr__(self, name):  # seek, tell, flush: zipfile needs a seekable file
+        return getattr(self._f, name)
 
 
 def write_history(paths: RunPaths, rows: list[dict]) -> None:

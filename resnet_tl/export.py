@@ -7,11 +7,17 @@ Writes ``RUN/export/``: one artifact per (format, quantisation) from the
 dtypes and quantisation, preprocessing note), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
 `resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime,
-OpenVINO) and run over the validation split; its top-1 agreement with the Keras model
-must reach ``export.min_agreement_float`` (``min_agreement_int8`` for the
-int8-weight TFLite models: dynamic-range and full int8).
-Below it the files stay, the manifest marks them ``"check": "failed"`` and
-`ExportCheckFailed` is raised last.
+OpenVINO) and run over the validation split, streamed in batches. Two gates: its top-1
+agreement with the Keras model must reach ``export.min_agreement_float``
+(``min_agreement_int8`` for the int8-weight TFLite models: dynamic-range and
+full int8), and its accuracy on the labels may fall at most
+``export.max_accuracy_drop`` below the Keras model's. Agreement alone passes a
+model that always predicts one class (it agrees with itself however badly it
+is quantised), so that case is also warned about. The ``.keras`` artifact is
+the run's own file, so it is loaded and run but gated on nothing. Each
+artifact's ``gates`` record which figures were gated, against what. A failed
+gate keeps the files, marks them ``"check": "failed"`` in the manifest and
+raises `ExportCheckFailed` last.
 
 Every ``.tflite`` carries TFLite Model Metadata and its labels
 (`resnet_tl.tflite_metadata`), and gets a second parity row: MediaPipe's
@@ -39,7 +45,7 @@ import numpy as np
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.formats import FORMATS, QUANT_NAMES
 from resnet_tl.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
-from resnet_tl.runtimes import import_tensorflow
+from resnet_tl.runtimes import import_tensorflow, predict_probs
 from resnet_tl.runs import RunPaths, open_run, read_labels, write_labels
 
 if TYPE_CHECKING:
@@ -78,6 +84,7 @@ class Artifact:
     sha256: str = ""
     check: str = "skipped"  # passed | failed | skipped
     parity: dict | None = None
+    gates: dict = field(default_factory=dict)  # figure -> {value, limit, passed}; empty: nothing gated
     io: dict = field(default_factory=dict)
     note: str = ""  # why a check was skipped or could not run
 
@@ -92,6 +99,7 @@ class ExportResult:
     versions: dict[str, str]
     n_check_images: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Artifact]:
@@ -99,7 +107,7 @@ class ExportResult:
 
     def to_dict(self) -> dict:
         return {"export_dir": str(self.export_dir), "check": _overall(self.artifacts),
-                "n_check_images": self.n_check_images, "seconds": round(self.seconds, 2),
+                "n_check_images": self.n_check_images, "seconds": round(self.seconds, 2), "warnings": self.warnings,
                 "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts]}
 
 
@@ -173,10 +181,14 @@ def export_run(
                    image_size=image_size, labels=labels, representative=representative,
                    info=_model_info(paths, recipe, labels, image_size))
 
-    reference = None
+    reference, warnings = None, []
     if check:
         say("running the Keras model over the validation split")
-        reference = np.asarray(model.predict(np.asarray(dataset.x_val, np.float32), batch_size=64, verbose=0), np.float32)
+        # Batch by batch: the split stays a uint8 memmap, never a float32 copy in RAM.
+        reference = predict_probs(model, dataset.x_val, 64)
+        warnings += degenerate_warnings(reference, dataset.y_val, labels)
+        for w in warnings:
+            say(f"warning: {w}")
     artifacts = []
     try:
         artifacts = _write_all(ctx, pairs, out, check, dataset, reference, say)
@@ -185,11 +197,11 @@ def export_run(
             shutil.rmtree(ctx.scratch, ignore_errors=True)
 
     result = ExportResult(out, artifacts, runtime_versions({a.runtime for a in artifacts}),
-                          len(dataset.y_val) if check else 0, time.time() - t0)
+                          len(dataset.y_val) if check else 0, time.time() - t0, warnings)
     _write_manifest(result, paths, cfg, image_size, labels)
     if result.failed:
         err = ExportCheckFailed("; ".join(
-            f"{a.path} ({a.runtime}): " + (a.note or f"top-1 agreement {a.parity['agreement']:.4f} < {threshold(cfg, a.quantize)}")
+            f"{a.path} ({a.runtime}): " + (a.note or ", ".join(_describe_gate(k, g) for k, g in a.gates.items() if not g["passed"]))
             for a in result.failed
         ) + f" (files kept in {out}, marked failed in manifest.json)")
         err.result = result
@@ -210,7 +222,8 @@ def _write_all(ctx, pairs, out: Path, check: bool, dataset, reference, say) -> l
         if check:
             say(f"checking {art.path} in {art.runtime}")
             art.parity = parity(out / art.path, dataset.x_val, dataset.y_val, reference, ctx.cfg.latency_images)
-            art.check = "passed" if art.parity["agreement"] >= threshold(ctx.cfg, q) else "failed"
+            art.gates = {} if fmt == "keras" else gates(art.parity, ctx.cfg, q)
+            art.check = "passed" if all(g["passed"] for g in art.gates.values()) else "failed"
         artifacts.append(art)
         if check and fmt == "tflite":
             say(f"checking {art.path} in MediaPipe's ImageClassifier (image files, as an app)")
@@ -233,7 +246,8 @@ def _app_row(ctx, art: Artifact, out: Path, dataset, reference) -> Artifact:
     p = mediapipe_parity(out / art.path, files, ctx.labels, reference, dataset.y_val, ctx.cfg.latency_images, same_pixels)
     p["images"] = source
     row.parity, need = p, threshold(ctx.cfg, art.quantize)
-    row.check = "passed" if p["agreement"] >= need and p["names_from_model"] else "failed"
+    row.gates = gates(p, ctx.cfg, art.quantize)
+    row.check = "passed" if all(g["passed"] for g in row.gates.values()) and p["names_from_model"] else "failed"
     if not p["names_from_model"]:
         row.note = "MediaPipe returned no category names from the model's metadata"
     elif p["agreement"] < need and p.get("agreement_same_pixels", 0.0) >= need:
@@ -284,6 +298,31 @@ _INT8_WEIGHTS = ("dynamic", "int8")
 
 def threshold(cfg: ExportConfig, quantize: str) -> float:
     return cfg.min_agreement_int8 if quantize in _INT8_WEIGHTS else cfg.min_agreement_float
+
+
+def gates(parity: dict, cfg: ExportConfig, quantize: str) -> dict:
+    """The gated figures of one artifact's parity: {name: {value, limit, passed}}."""
+    agreement, drop = parity["agreement"], parity["keras_accuracy"] - parity["accuracy"]
+    return {
+        "agreement": {"value": agreement, "limit": threshold(cfg, quantize), "passed": agreement >= threshold(cfg, quantize)},
+        # A small epsilon: accuracies are ratios of counts, and 0.95 - 0.94 is not exactly 0.01 in floats.
+        "accuracy_drop": {"value": round(drop, 6), "limit": cfg.max_accuracy_drop, "passed": drop <= cfg.max_accuracy_drop + 1e-9},
+    }
+
+
+def _describe_gate(name: str, g: dict) -> str:
+    if name == "agreement":
+        return f"top-1 agreement {g['value']:.4f} < {g['limit']}"
+    return f"accuracy drop {g['value']:.4f} > {g['limit']} (export.max_accuracy_drop)"
+
+
+def degenerate_warnings(reference: np.ndarray, y: np.ndarray, labels: list[str]) -> list[str]:
+    """Warnings when the Keras model predicts one class for every validation image (with several classes present)."""
+    predicted = np.unique(reference.argmax(1)) if len(reference) else np.array([], int)
+    if len(predicted) == 1 and len(np.unique(y)) > 1:
+        return [f"the Keras model predicts '{labels[int(predicted[0])]}' for all {len(reference)} validation images: "
+                "agreement with it says little; check the run before shipping these files"]
+    return []
 
 
 def _overall(artifacts: list[Artifact]) -> str:
@@ -482,11 +521,14 @@ def _write_onnx(ctx: _Context, dest: Path, q: str) -> None:
 
 # ------------------------------------------------------------------- checks
 def parity(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, latency_images: int) -> dict:
-    """Run the artifact in its own runtime over (x, y) and compare with the Keras `reference` probabilities."""
+    """Run the artifact in its own runtime over (x, y) and compare with the Keras `reference` probabilities.
+
+    x: uint8 (N, S, S, 3), a memmap is fine (read 64 images at a time); reference: float32 (N, C).
+    """
     from resnet_tl.runtimes import load_predictor
 
     predictor = load_predictor(path, batch_size=64)
-    probs = predictor(np.asarray(x))
+    probs = predictor(x)
     pred, ref = probs.argmax(1), reference.argmax(1)
     y = np.asarray(y)
     return {
@@ -574,7 +616,9 @@ def _write_manifest(result: ExportResult, paths: RunPaths, cfg: ExportConfig, im
         "image_size": image_size,
         "labels": labels,
         "check": _overall(result.artifacts),
-        "thresholds": {"float": cfg.min_agreement_float, "int8": cfg.min_agreement_int8},
+        "thresholds": {"float": cfg.min_agreement_float, "int8": cfg.min_agreement_int8,
+                       "max_accuracy_drop": cfg.max_accuracy_drop},
+        "warnings": result.warnings,
         "n_check_images": result.n_check_images,
         "versions": result.versions,
         "artifacts": [a.to_dict() for a in result.artifacts],

@@ -210,6 +210,7 @@ class ExportConfig(_Section):
     int8_io: Literal["int8", "uint8", "float32"] = Field("uint8", description="Input/output type of full-int8 TFLite models.")
     min_agreement_float: float = Field(0.995, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of float32 and float16 artifacts.")
     min_agreement_int8: float = Field(0.97, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of int8-weight TFLite models (dynamic-range and full int8).")
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Parity check: most an artifact's accuracy on the validation labels may fall below the Keras model's (0.01 = one percentage point).")
     latency_images: int = Field(20, ge=1, le=10_000, description="Single-image calls timed per artifact for the mean latency in the parity report.")
 
 

@@ -12,6 +12,9 @@ from PIL import Image
 
 from resnet_tl.kerasenv import quiet_tensorflow
 
+# no_skips_in_ci: under CI=true a skip is a failure. pytester: to test that plugin.
+pytest_plugins = ["no_skips_in_ci", "pytester"]
+
 quiet_tensorflow()
 
 

@@ -29,8 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 # torchvision's docs for ResNet50_Weights, ResNet101_Weights, ResNet152_Weights).
 TORCHVISION_TRAINABLE = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50v1.5": 25_557_032,
                          "resnet101v1.5": 44_549_160, "resnet152v1.5": 60_192_808}
-# He et al. 2016, Table 6 (CIFAR-10, 10 classes), rounded in the paper.
-CIFAR_PAPER = {"resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6, "resnet110": 1.7e6}
+# He et al. 2016, Table 6 (CIFAR-10, 10 classes), in millions as the paper prints them.
+CIFAR_PAPER = {"resnet20": "0.27", "resnet32": "0.46", "resnet44": "0.66", "resnet56": "0.85", "resnet110": "1.7"}
+# The same nets with option A shortcuts, trainable parameters as the PyTorch
+# reproductions count them (e.g. akamaster/pytorch_resnet_cifar10's resnet.py).
+CIFAR_OPTION_A = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962}
 KERAS_RESNET50_WITH_TOP = 25_636_712
 
 
@@ -77,9 +80,12 @@ def test_parameter_count(classifier):
         assert _trainable(model) == TORCHVISION_TRAINABLE[spec.name]
     elif spec.name in CIFAR_PAPER:
         # Trainable: the paper counts learned weights, not BatchNorm statistics.
-        # Ours are a little larger: projection shortcuts (option B) instead of
-        # the paper's parameter-free option A.
-        assert _trainable(model) == pytest.approx(CIFAR_PAPER[spec.name], rel=0.02)
+        # Option A shortcuts have none; projections (option B) would add 2,752
+        # and miss the paper's 0.46M and 0.85M.
+        count = _trainable(model)
+        decimals = len(CIFAR_PAPER[spec.name].split(".")[1])
+        assert f"{count / 1e6:.{decimals}f}" == CIFAR_PAPER[spec.name]
+        assert count == CIFAR_OPTION_A[spec.name]
     else:
         constructor = getattr(keras.applications, backbones._KERAS_APPLICATIONS[spec.name])
         reference = constructor(include_top=True, weights=None, classes=1000)
@@ -106,6 +112,19 @@ def test_forward_pass(name, size, expected):
     images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
     features = keras.ops.convert_to_numpy(build_backbone(name, size)(images, training=False))
     assert features.shape == expected and np.isfinite(features).all()
+
+
+def test_cifar_shortcut_is_subsampled_identity_with_zero_channels():
+    # Option A, computed independently in numpy from the previous block's output.
+    backbone = build_backbone("resnet20", 16)
+    probe = keras.Model(backbone.input, [backbone.get_layer("conv2_block3_out").output,
+                                         backbone.get_layer("conv3_block1_0_unflat").output])
+    images = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    before, shortcut = (keras.ops.convert_to_numpy(t) for t in probe(images))
+    expected = np.zeros((2, 8, 8, 32), "float32")
+    expected[..., 8:24] = before[:, ::2, ::2, :]
+    np.testing.assert_array_equal(shortcut, expected)
+    assert not any("_0_conv" in layer.name for layer in backbone.layers)
 
 
 def test_stage_of_rejects_unknown_names():

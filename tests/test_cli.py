@@ -84,6 +84,7 @@ def test_train_from_the_cli_end_to_end(tmp_path):
     bars_folder(tmp_path / "imgs", n_per_class=12)
     args = [sys.executable, "-m", "resnet_tl", "train", "small-images", "--data", str(tmp_path / "imgs"),
             "--out", str(tmp_path / "runs"), "--name", "cli", "--set", "schedule.0.epochs=2",
+            "--set", "schedule.1.epochs=1", "--set", "schedule.2.epochs=1",
             "--set", "data.image_size=16", "--set", "train.batch_size=8",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--json"]
     p = subprocess.run(args, capture_output=True, text=True)
@@ -91,7 +92,7 @@ def test_train_from_the_cli_end_to_end(tmp_path):
     doc = json.loads(p.stdout)
     run = Path(doc["run_dir"])
     assert run == tmp_path / "runs" / "cli"
-    assert doc["epochs"] == 2 and 0.0 <= doc["metrics"]["accuracy"] <= 1.0
+    assert doc["epochs"] == 4
     assert (run / "data_report.json").is_file()
     again = subprocess.run([sys.executable, "-m", "resnet_tl", "train", str(run / "recipe.yaml"), "--out", str(tmp_path / "runs"),
                             "--name", "again", "--json"], capture_output=True, text=True)

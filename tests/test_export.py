@@ -353,3 +353,118 @@ def test_openvino_ir_runs_in_openvino(exported):
     p = load_predictor(run / "export" / art.path)
     assert p.format == "openvino" and p.labels == ds.classes and p.image_size == 16
     np.testing.assert_allclose(p(ds.x_val), _keras_probs(run, ds.x_val), atol=1e-4)
+
+
+# ------------------------------------------------------------------ the gates
+def test_gates_hold_accuracy_drop_as_well_as_agreement():
+    from resnet_tl.export import gates
+    from resnet_tl.recipe import ExportConfig
+
+    cfg = ExportConfig(min_agreement_int8=0.97, max_accuracy_drop=0.01)
+    # 98% agreement passes the int8 threshold, yet the flips cost 5 points of accuracy.
+    g = gates({"agreement": 0.98, "accuracy": 0.90, "keras_accuracy": 0.95}, cfg, "int8")
+    assert g["agreement"]["passed"] and not g["accuracy_drop"]["passed"]
+    assert g["accuracy_drop"]["value"] == pytest.approx(0.05) and g["accuracy_drop"]["limit"] == 0.01
+    # Exactly at the limit passes; an artifact more accurate than Keras is no drop at all.
+    assert gates({"agreement": 1.0, "accuracy": 0.94, "keras_accuracy": 0.95}, cfg, "none")["accuracy_drop"]["passed"]
+    assert gates({"agreement": 0.99, "accuracy": 0.97, "keras_accuracy": 0.95}, cfg, "int8")["accuracy_drop"]["passed"]
+
+
+def _copy_run(run: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("export"))
+    return dest
+
+
+def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_path, monkeypatch):
+    import resnet_tl.export as export_mod
+    import resnet_tl.runtimes as runtimes
+
+    run, ds = trained
+    run = _copy_run(run, tmp_path / "run")
+    real_load = runtimes.load_predictor
+    y = np.asarray(ds.y_val)
+    k = int(np.flatnonzero(_keras_probs(run, ds.x_val).argmax(1) == y)[0])  # an image Keras gets right
+    wrong = np.eye(2, dtype=np.float32)[1 - y[k]]
+
+    def one_wrong(path, **kw):
+        # The artifact gets image k wrong as well: 1 of 16 in agreement and in accuracy.
+        predictor = real_load(path, **kw)
+        run_batch = predictor._run_batch
+
+        def run_batch_one_wrong(x):
+            probs = run_batch(x)
+            if len(x) == len(y):  # the parity pass (one batch of 16), not the latency calls
+                probs[k] = wrong
+            return probs
+
+        predictor._run_batch = run_batch_one_wrong
+        return predictor
+
+    monkeypatch.setattr(runtimes, "load_predictor", one_wrong)
+    monkeypatch.setattr(export_mod, "threshold", lambda cfg, q: 0.9)  # 15/16 agreement passes
+    with pytest.raises(ExportCheckFailed, match=r"model_float32.tflite \(litert\): accuracy drop 0\.0625 > 0\.01 \(export.max_accuracy_drop\)"):
+        export_mod.export_run(run, ["keras", "tflite"], ["none"], dataset=ds)
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    by_path = {a["path"]: a for a in manifest["artifacts"] if a["runtime"] != "mediapipe"}  # LiteRT's row of the .tflite
+    tfl = by_path["model_float32.tflite"]
+    assert tfl["check"] == "failed" and tfl["gates"]["agreement"]["passed"]
+    assert tfl["gates"]["accuracy_drop"] == {"value": 0.0625, "limit": 0.01, "passed": False}
+    # model.keras is the run's own file: run, but gated on nothing (agreement with itself proves nothing).
+    assert by_path["model.keras"]["gates"] == {} and by_path["model.keras"]["check"] == "passed"
+    assert manifest["thresholds"]["max_accuracy_drop"] == 0.01
+
+
+def test_a_one_class_model_is_warned_about(trained, tmp_path, monkeypatch):
+    from resnet_tl.export import export_run
+    from resnet_tl.runtimes import load_keras_model
+
+    run, ds = trained
+    run = _copy_run(run, tmp_path / "run")
+    model = load_keras_model(run / "model.keras")
+    kernel, bias = model.weights[-2], model.weights[-1]  # the output layer
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    bias.assign(np.array([4.0, 0.0], np.float32))  # always class 0
+    model.save(run / "model.keras")
+    result = export_run(run, ["tflite"], ["none"], dataset=ds)
+    art = next(a for a in result.artifacts if a.runtime == "litert")
+    # Quantisation cannot change a constant answer: agreement is perfect, and vacuous.
+    assert art.parity["agreement"] == 1.0 and art.parity["predicted_classes"] == 1
+    assert len(result.warnings) == 1 and f"predicts '{ds.classes[0]}' for all {len(ds.y_val)}" in result.warnings[0]
+    assert json.loads((run / "export" / "manifest.json").read_text())["warnings"] == result.warnings
+    monkeypatch.setattr("resnet_tl.data.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
+    r = _cli(["export", str(run), "--format", "tflite", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == result.warnings
+
+
+def test_parity_streams_a_memory_mapped_split(trained, tmp_path):
+    # 8,000 validation images as a uint8 memmap (6 MB); as float32 they would be 25 MB.
+    import tracemalloc
+
+    from helpers import ArrayDataset
+    from resnet_tl.export import export_run
+
+    run, ds = trained
+    n = 8000
+    x = np.lib.format.open_memmap(tmp_path / "x_val.npy", mode="w+", dtype=np.uint8, shape=(n, 16, 16, 3))
+    reps = -(-n // len(ds.y_val))
+    x[:] = np.concatenate([ds.x_val] * reps)[:n]
+    x.flush()
+    x = np.load(tmp_path / "x_val.npy", mmap_mode="r")
+    y = np.concatenate([ds.y_val] * reps)[:n]
+    float32_bytes = n * 16 * 16 * 3 * 4
+
+    def peak(split) -> int:
+        tracemalloc.start()
+        try:
+            result = export_run(run, ["keras"], ["none"], dataset=split)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert result.n_check_images == len(split.y_val) and result.artifacts[0].check == "passed"
+
+    # What grows with the split, apart from what loading the model and writing the files cost anyway.
+    base = peak(ds)
+    grown = peak(ArrayDataset(ds.classes, ds.x_train, ds.y_train, x, y)) - base
+    assert grown < 0.1 * float32_bytes, f"{grown / 1e6:.1f} MB more for a {float32_bytes / 1e6:.0f} MB float32 split"

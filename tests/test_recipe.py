@@ -118,3 +118,18 @@ def test_gradual_shorthand_validates_its_own_keys():
         build_recipe({"schedule": [{"gradual": {"stp": "conv2"}}]})
     r = build_recipe({"schedule": [{"gradual": {"start": "conv5"}}, {"epochs": 1}]})
     assert yaml.safe_load(dump_recipe(r))["schedule"][0]["gradual"]["start"] == "conv5"
+
+
+def test_small_images_follows_the_papers_cifar_schedule():
+    # He et al. 2016, section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k
+    # iterations, 64k in all, on a 45k-image training split.
+    r = load_recipe("small-images")
+    assert r.model.backbone == "resnet20" and r.data.image_size == 32 and r.train.batch_size == 128
+    iterations_per_epoch = 45_000 / 128
+    ends = [sum(p.epochs for p in r.schedule[:i + 1]) * iterations_per_epoch for i in range(len(r.schedule))]
+    assert [round(e, -3) for e in ends] == [32_000, 48_000, 64_000]
+    assert [p.lr for p in r.schedule] == pytest.approx([0.1, 0.01, 0.001])
+    for p in r.schedule:
+        assert (p.optimizer, p.momentum, p.decay, p.warmup_epochs, p.train) == ("sgd", 0.9, "constant", 0, "all")
+        # Decoupled decay equivalent to the paper's L2 1e-4 under momentum 0.9: 1e-4 / (1 - 0.9).
+        assert p.weight_decay == pytest.approx(1e-4 / (1 - p.momentum))

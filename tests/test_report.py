@@ -28,9 +28,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which("chromium")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian, Ubuntu
     if exe is None:
-        pytest.skip("chromium is not on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+        pytest.skip("chromium is not on PATH (Debian: apt-get install chromium, Ubuntu: chromium-browser; .ci/run installs it)")
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=5000", *args]

@@ -29,6 +29,9 @@ def export(
     _show(result, json_)
 
 
+_GATE_NAMES = {"agreement": "agree", "accuracy_drop": "acc drop"}
+
+
 def _show(result, json_: bool) -> None:
     if json_:
         emit_json(result.to_dict())
@@ -36,17 +39,21 @@ def _show(result, json_: bool) -> None:
     from rich import box
     from rich.table import Table
 
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
     t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
-              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); |dp|: largest probability "
+              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); gated: figures the check "
+                      "enforced (model.keras is the run's own file: none); |dp|: largest probability "
                       "difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's ImageClassifier, given the "
                       "image files as an app (its decoder and resize), top-1 read as category names")
     t.add_column("artifact", no_wrap=True)  # a cut file name is useless
-    for name in ("check", "agree", "acc (keras)", "|dp|", "MB", "ms"):
+    for name in ("check", "agree", "acc (keras)", "gated", "|dp|", "MB", "ms"):
         t.add_column(name, justify="left" if name == "check" else "right")
     for a in result.artifacts:
         p = a.parity or {}
         t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
                   f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
+                  ", ".join(_GATE_NAMES[g] for g in a.gates) or "-",
                   f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
     out.print(t)
     for a in result.artifacts:
