@@ -27,7 +27,6 @@ import numpy as np
 
 from resnet_tl.errors import UserError
 
-CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15  # Guo et al.'s bin count
 T_BOUNDS = (0.05, 20.0)  # the search range of T; sharpening beyond 20x or flattening beyond 20x is never sane
 # min_precision values whose thresholds are precomputed, for model files that
@@ -295,11 +294,11 @@ def sidecar_fields(cal: Calibration | None) -> dict:
 def load_calibration(path: str | Path) -> Calibration | None:
     """The calibration of a run folder (RUN/calibration.json) or of a model
     file (the "temperature" key of its sidecar JSON); None when it has none."""
-    from resnet_tl.runs import is_run
+    from resnet_tl.runs import RunPaths, is_run
 
     p = Path(path)
     if is_run(p):
-        f = p / CALIBRATION_FILE
+        f = RunPaths(p).calibration
         if not f.is_file():
             return None
         try:
@@ -330,3 +329,49 @@ def _from_doc(doc: dict, source: str) -> Calibration:
 def calibration_of(cal_doc: dict) -> Calibration:
     """A `Calibration` from the dict `fit_calibration` returns (no file round trip)."""
     return _from_doc(cal_doc, "calibration")
+
+
+# -------------------------------------------------------------- abstention
+def resolve_threshold(model: str | Path, threshold: str | float | None,
+                      min_precision: float | None = None) -> tuple[Calibration | None, float | None]:
+    """(calibration, confidence threshold) for `predict --threshold`.
+
+    threshold: None (no abstention), "auto" (the lowest threshold reaching
+    `min_precision` on the model's validation split, which needs its
+    calibration) or a number in (0, 1]. The threshold applies to the
+    calibrated top-1 probability when `model` (a run folder or a model file)
+    has a temperature, else to the raw one.
+    """
+    if threshold is None:
+        if min_precision is not None:
+            raise UserError(f"--min-precision {min_precision}: needs --threshold auto")
+        return None, None
+    cal = load_calibration(model)
+    if str(threshold).strip().lower() == "auto":
+        if min_precision is None:
+            raise UserError("--threshold auto: needs --min-precision P (e.g. 0.95), the precision to reach on the validation split")
+        if cal is None:
+            raise UserError(f"--threshold auto: '{model}' has no calibration (a run's calibration.json or a sidecar 'temperature'); "
+                            "allowed: a run trained by resnet-tl 0.2+, one of its exports, or a number (--threshold 0.8)")
+        cut = cal.threshold_for(float(min_precision))
+        if cut is None:
+            raise UserError(f"--min-precision {min_precision}: no confidence threshold reaches it on the validation split of "
+                            f"'{model}'; allowed: a lower precision")
+        return cal, cut
+    if min_precision is not None:
+        raise UserError(f"--min-precision {min_precision}: only with --threshold auto (received --threshold {threshold})")
+    try:
+        cut = float(threshold)
+    except ValueError:
+        cut = float("nan")
+    if not 0.0 < cut <= 1.0:
+        raise UserError(f"--threshold: received {threshold!r}; allowed: auto, or a number in (0, 1]")
+    return cal, cut
+
+
+def abstain(probs, calibration: Calibration | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 confidence (N,), unsure (N,) bool) of probabilities (N, C): the
+    calibrated confidence when there is a calibration, unsure below `threshold`."""
+    p = calibration.apply(probs) if calibration is not None else np.asarray(probs, np.float64)
+    conf = np.round(p.max(axis=1).astype(np.float64), 6) if len(p) else np.zeros(0)
+    return conf, conf < threshold

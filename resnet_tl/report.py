@@ -156,6 +156,7 @@ def _eval_section(folder: Path) -> str:
     if cm_png.is_file():
         parts.append(_img(cm_png, f"confusion matrix ({split})", "wide"))
     parts.append(_per_class_table(m, split))
+    parts.append(_calibration(folder, m.get("calibration")))
     if m.get("most_confused"):
         rows = "".join(
             f"<tr><td>{e(p['true'])}</td><td>{e(p['predicted'])}</td><td class='num'>{p['count']}</td><td class='num'>{_fmt(p['rate'])}</td></tr>"
@@ -164,6 +165,20 @@ def _eval_section(folder: Path) -> str:
         parts.append(f"<h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted as</th><th>images</th><th>share of true class</th></tr>{rows}</table>")
     parts.append(_gallery(folder, m.get("misclassified") or []))
     return _section(f"Evaluation: {split}", "\n".join(parts), f"eval-{split}")
+
+
+def _calibration(folder: Path, cal: dict | None) -> str:
+    if not cal or cal.get("ece_before") is None:
+        return ""
+    t = cal.get("temperature")
+    text = f"expected calibration error {_fmt(cal['ece_before'])} (model output)"
+    if t:
+        text += f", {_fmt(cal.get('ece_after'))} after temperature scaling (T = {t:.3g}, fitted on the validation split)"
+    else:
+        text += "; no temperature (the run has no calibration.json, or the model's sidecar none)"
+    png = folder / "reliability.png"
+    pic = _img(png, "reliability diagram: accuracy per confidence bin", "wide") if png.is_file() else ""
+    return f"<h3>Calibration</h3><p>{_esc(text)}, {cal.get('bins')} bins.</p>{pic}"
 
 
 def _per_class_table(m: dict, split: str) -> str:

@@ -177,3 +177,135 @@ def test_load_calibration_of_a_run_and_a_model_file(tmp_path):
     (tmp_path / "model_float32.json").write_text(json.dumps({"temperature": -1}))
     with pytest.raises(UserError, match="temperature"):
         load_calibration(model)
+
+
+# ------------------------------------------------------- a trained run
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny run on the bars folder (real files, so evaluate and predict read them)."""
+    from helpers import bars_folder, tiny_recipe
+
+    from resnet_tl.data import load_dataset
+    from resnet_tl.train import train
+
+    base = tmp_path_factory.mktemp("calibration")
+    data = bars_folder(base / "data", n_per_class=40)
+    # 4 epochs at 1e-3: right on ~94% of the validation split, neither degenerate nor perfect.
+    recipe = tiny_recipe([{"name": "all", "epochs": 4, "train": "all", "lr": 1e-3, "batchnorm": "train"}],
+                         data={"dir": str(data), "cache_dir": str(base / "cache")})
+    ds = load_dataset(recipe.data)
+    run = train(recipe, out=base / "runs", name="run", dataset=ds).run_dir
+    return {"run": run, "data": data, "ds": ds, "base": base}
+
+
+def _val_probs(trained):
+    import keras
+
+    model = keras.saving.load_model(trained["run"] / "model.keras")
+    return np.asarray(model.predict(np.asarray(trained["ds"].x_val, np.float32), verbose=0), np.float64)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from resnet_tl.cli import app
+
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+@pytest.mark.slow
+def test_training_writes_calibration_json_fitted_on_the_validation_split(trained):
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    doc = json.loads((trained["run"] / "calibration.json").read_text())
+    y = np.asarray(trained["ds"].y_val)
+    probs = _val_probs(trained)  # the saved model, run again: independent of what train() kept in memory
+    assert doc["n"] == len(y) and len(doc["validation"]["correct"]) == len(y)
+    z = np.log(np.clip(probs, 1e-38, 1))
+    res = minimize_scalar(lambda T: -np.mean(log_softmax(z / T, axis=1)[np.arange(len(y)), y]),
+                          bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8})
+    assert doc["temperature"] == pytest.approx(res.x, rel=1e-3, abs=1e-4)
+    assert doc["ece_before"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
+    assert doc["validation"]["correct"] == [int(c) for c in probs.argmax(1) == y]
+
+
+@pytest.mark.slow
+def test_evaluate_reports_ece_and_the_report_shows_the_reliability_diagram(trained):
+    run = trained["run"]
+    # Training already evaluated the val split with its temperature.
+    m = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    T = json.loads((run / "calibration.json").read_text())["temperature"]
+    assert m["calibration"]["temperature"] == T
+    assert m["calibration"]["ece_before"] == pytest.approx(json.loads((run / "calibration.json").read_text())["ece_before"], abs=1e-6)
+    r = _cli("evaluate", run, "--json")
+    assert r.exit_code == 0, r.output
+    cal = json.loads(r.stdout)["calibration"]
+    probs, y = _val_probs(trained), np.asarray(trained["ds"].y_val)
+    assert cal["ece_before"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
+    assert cal["ece_after"] == pytest.approx(expected_calibration_error(temperature_scale(probs, T), y), abs=1e-4)
+    assert sum(cal["reliability_after"]["count"]) == len(y)
+    png = run / "eval" / "val" / "reliability.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (run / "report.html").read_text()
+    assert "<h3>Calibration</h3>" in html and "alt='reliability diagram" in html
+    assert f"{cal['ece_before']:.4f}" in html
+    table = _cli("evaluate", run)
+    assert table.exit_code == 0 and f"calibration: ECE {cal['ece_before']:.4f}" in table.stdout
+
+
+@pytest.mark.slow
+def test_predict_threshold_auto_marks_unsure_rows(trained, tmp_path):
+    run, y = trained["run"], np.asarray(trained["ds"].y_val)
+    doc = json.loads((run / "calibration.json").read_text())
+    calibrated = temperature_scale(_val_probs(trained), doc["temperature"])
+    # The highest precision still reachable with a threshold above the lowest confidence, so some images abstain.
+    lowest = min(doc["validation"]["confidence"])
+    p_min = max(r["min_precision"] for r in doc["thresholds"] if r["threshold"] is not None and r["threshold"] > lowest)
+    expected = threshold_for_precision(calibrated, y, p_min)
+    assert expected > calibrated.max(1).min()
+    folder = trained["data"]
+    r = _cli("predict", run, folder, "--threshold", "auto", "--min-precision", p_min, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["threshold"] == pytest.approx(expected, abs=2e-6) and out["temperature"] == doc["temperature"]
+    rows = [row for row in out["rows"] if row["error"] is None]
+    assert len(rows) == 80
+    for row in rows:
+        assert (row["prediction"] == "unsure") == (row["confidence"] < out["threshold"])
+        if row["prediction"] != "unsure":
+            assert row["prediction"] == row["top"][0]["label"]
+    assert 0 < out["unsure"] == sum(row["prediction"] == "unsure" for row in rows) < len(rows)
+    # csv and table carry the decision too.
+    csv_out = _cli("predict", run, folder, "--threshold", "auto", "--min-precision", p_min, "--format", "csv")
+    header, *lines = csv_out.stdout.splitlines()
+    assert header.startswith("path,prediction,confidence,label_1")
+    assert sum(line.split(",")[1] == "unsure" for line in lines) == out["unsure"]
+    table = _cli("predict", run, folder, "--threshold", "auto", "--min-precision", p_min)
+    assert table.exit_code == 0 and f"{out['unsure']} unsure" in table.output
+    # One-line user errors.
+    for args, msg in ((("--threshold", "auto"), "needs --min-precision"), (("--min-precision", "0.9"), "needs --threshold auto"),
+                      (("--threshold", "2"), "allowed: auto, or a number")):
+        bad = _cli("predict", run, folder, *args)
+        assert bad.exit_code == 2 and msg in bad.output
+
+
+@pytest.mark.slow
+def test_exports_carry_the_temperature_in_their_sidecar(trained):
+    from resnet_tl.export import export_run
+    from resnet_tl.predict import predict
+
+    run = trained["run"]
+    doc = json.loads((run / "calibration.json").read_text())
+    export_run(run, formats=["keras"], quantize=["none"], check=False)
+    sidecar = json.loads((run / "export" / "model.json").read_text())
+    assert sidecar["temperature"] == doc["temperature"]
+    assert "softmax(log(p) / temperature)" in sidecar["calibration_note"]
+    assert [r["threshold"] for r in sidecar["confidence_thresholds"]] == [r["threshold"] for r in doc["thresholds"]]
+    model = run / "export" / "model.keras"
+    assert load_calibration(model).temperature == doc["temperature"]
+    # The exported model outputs uncalibrated probabilities, exactly as the run's model does.
+    r = predict(model, [str(trained["data"])], top_k=1, threshold="0.5")
+    ref = predict(run, [str(trained["data"])], top_k=1)
+    assert [x["top"] for x in r["rows"]] == [x["top"] for x in ref["rows"]]
+    assert r["temperature"] == doc["temperature"]
