@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resnet_tl.calibration import load_calibration, threshold_for_precision  # noqa: E402
+from resnet_tl.calibration import abstain, load_calibration, threshold_for_precision  # noqa: E402
 from resnet_tl.data import load_dataset  # noqa: E402
 from resnet_tl.predict import predict  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
@@ -61,7 +61,6 @@ def run_one(data: Path, held_out: str, size: int, epochs: int, work: Path) -> di
     cal = load_calibration(run)
     y_val = np.asarray(ds.y_val)
     val_raw = predict_probs(result.model, ds.x_val, 32)
-    val_cal = cal.apply(val_raw)
 
     files = [str(data / held_out)]
     held_probs = _full_probs(predict(run, files, top_k=len(ds.classes)), list(ds.classes))
@@ -79,7 +78,8 @@ def run_one(data: Path, held_out: str, size: int, epochs: int, work: Path) -> di
                     "val_kept": float((val_raw.max(1) >= t_raw).mean()) if t_raw is not None else 0.0},
             "calibrated": {"threshold": t_cal,
                            "held_out_kept": (n - auto["unsure"]) if auto else 0,
-                           "val_kept": float((val_cal.max(1) >= t_cal).mean()) if t_cal is not None else 0.0},
+                           # abstain() compares confidences rounded as calibration.json stores them
+                           "val_kept": float(1 - abstain(val_raw, cal, t_cal)[1].mean()) if t_cal is not None else 0.0},
             "held_out_images": n,
         })
     return {

@@ -95,7 +95,8 @@ def render_report(root: Path) -> str:
     metrics = _read_json(root / "metrics.json") or {}
     recipe_text = _read_text(root / "recipe.yaml")
     title = f"resnet-tl run {root.resolve().name}"
-    body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text)]
+    calibration = _read_json(root / "calibration.json") or {}
+    body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text, calibration)]
     body.append(_section("Training curves", _curves(root)))
     for split_dir in sorted((root / "eval").glob("*/metrics.json")):
         body.append(_eval_section(split_dir.parent))
@@ -104,7 +105,7 @@ def render_report(root: Path) -> str:
     return _PAGE.format(title=e(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
 
 
-def _summary(status: dict, metrics: dict, recipe_text: str | None) -> str:
+def _summary(status: dict, metrics: dict, recipe_text: str | None, calibration: dict) -> str:
     import yaml
 
     try:
@@ -123,6 +124,8 @@ def _summary(status: dict, metrics: dict, recipe_text: str | None) -> str:
         ("val loss", _fmt(metrics.get("loss"))),
         ("best epoch", metrics.get("best_epoch")),
         ("train / val images", f"{metrics['n_train']} / {metrics['n_val']}" if "n_train" in metrics else None),
+        ("temperature", f"{calibration['temperature']:.3g} (val ECE {_fmt(calibration.get('ece_before'))} before, "
+                        f"{_fmt(calibration.get('ece_after'))} after)" if calibration.get("temperature") else None),
     ]
     cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows if v is not None)
     return f"<table class='summary'>{cells}</table>"
