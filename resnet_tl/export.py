@@ -288,6 +288,11 @@ def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: 
 
     what = f"{recipe.model.backbone} image classifier, {len(labels)} classes, {image_size}x{image_size} RGB input"
     desc = f"{recipe.description.strip()} ({what})" if recipe.description.strip() else what
+    cal = load_calibration(paths.root)
+    if cal is not None:
+        # The outputs stay uncalibrated (parity); the temperature travels in the file for apps that want it.
+        desc += (f". Calibration: temperature {cal.temperature:.6g}; calibrated probabilities = "
+                 "softmax(log(p) / temperature) of the output p")
     return ModelInfo(name=recipe.name, description=desc, version=paths.root.resolve().name,
                      author=f"resnet-tl {__version__}")
 

@@ -297,9 +297,14 @@ def test_exports_carry_the_temperature_in_their_sidecar(trained):
 
     run = trained["run"]
     doc = json.loads((run / "calibration.json").read_text())
-    export_run(run, formats=["keras"], quantize=["none"], check=False)
+    from resnet_tl.tflite_metadata import read_metadata
+
+    export_run(run, formats=["keras", "tflite"], quantize=["none"], check=False)
+    for name in ("model.json", "model_float32.json"):
+        assert json.loads((run / "export" / name).read_text())["temperature"] == doc["temperature"]
+    description = read_metadata((run / "export" / "model_float32.tflite").read_bytes())["metadata"]["description"]
+    assert f"temperature {doc['temperature']:.6g}" in description
     sidecar = json.loads((run / "export" / "model.json").read_text())
-    assert sidecar["temperature"] == doc["temperature"]
     assert "softmax(log(p) / temperature)" in sidecar["calibration_note"]
     assert [r["threshold"] for r in sidecar["confidence_thresholds"]] == [r["threshold"] for r in doc["thresholds"]]
     model = run / "export" / "model.keras"
