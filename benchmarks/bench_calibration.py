@@ -77,7 +77,7 @@ def run_one(data: Path, held_out: str, size: int, epochs: int, work: Path) -> di
                     "held_out_kept": int((raw_conf >= t_raw).sum()) if t_raw is not None else 0,
                     "val_kept": float((val_raw.max(1) >= t_raw).mean()) if t_raw is not None else 0.0},
             "calibrated": {"threshold": t_cal,
-                           "held_out_kept": (n - auto["unsure"]) if auto else 0,
+                           "held_out_kept": sum(r.get("prediction") not in (None, "unsure") for r in auto["rows"]) if auto else 0,
                            # abstain() compares confidences rounded as calibration.json stores them
                            "val_kept": float(1 - abstain(val_raw, cal, t_cal)[1].mean()) if t_cal is not None else 0.0},
             "held_out_images": n,
