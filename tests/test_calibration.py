@@ -223,9 +223,13 @@ def test_training_writes_calibration_json_fitted_on_the_validation_split(trained
     probs = _val_probs(trained)  # the saved model, run again: independent of what train() kept in memory
     assert doc["n"] == len(y) and len(doc["validation"]["correct"]) == len(y)
     z = np.log(np.clip(probs, 1e-38, 1))
-    res = minimize_scalar(lambda T: -np.mean(log_softmax(z / T, axis=1)[np.arange(len(y)), y]),
-                          bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8})
-    assert doc["temperature"] == pytest.approx(res.x, rel=1e-3, abs=1e-4)
+    ref = lambda T: -np.mean(log_softmax(z / T, axis=1)[np.arange(len(y)), y])  # noqa: E731
+    res = minimize_scalar(ref, bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8})
+    # Compare the NLL reached: with no wrong validation image the NLL is flat near the
+    # lower bound, where T itself is ill-determined (scipy stops short of the bound).
+    assert ref(doc["temperature"]) <= ref(res.x) + 1e-6
+    if 0.051 < doc["temperature"] < 19.9:
+        assert doc["temperature"] == pytest.approx(res.x, rel=1e-3, abs=1e-4)
     assert doc["ece_before"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
     assert doc["validation"]["correct"] == [int(c) for c in probs.argmax(1) == y]
 
