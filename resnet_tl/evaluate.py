@@ -4,8 +4,12 @@
 folder), predicts a split (`resnet_tl.runtimes`), computes its figures
 (`resnet_tl.metrics`) and writes ``eval/<split>/``::
 
-    metrics.json  confusion_matrix.csv  confusion_matrix.png
+    metrics.json  confusion_matrix.csv  confusion_matrix.png  reliability.png
     misclassified.csv  misclassified/<rank>.png (the images the model saw)
+
+metrics.json's "calibration" holds the expected calibration error before and
+after temperature scaling (the run's calibration.json or the model's
+sidecar) and the reliability curves `reliability.png` draws.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from resnet_tl.calibration import calibration_report, load_calibration
 from resnet_tl.errors import UserError
 from resnet_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from resnet_tl.metrics import classification_metrics, resolve_top_k
@@ -31,9 +36,9 @@ SPLITS = ("val", "test")
 
 # ------------------------------------------------------------ eval folder
 def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
-    """metrics.json, confusion_matrix.csv/.png, misclassified.csv and the
+    """metrics.json, confusion_matrix.csv/.png, reliability.png, misclassified.csv and the
     misclassified images (from `images`, the uint8 arrays the model saw) in `out_dir`."""
-    from resnet_tl.plots import plot_confusion
+    from resnet_tl.plots import plot_confusion, plot_reliability
 
     out_dir = Path(out_dir)
     thumbs = out_dir / "misclassified"
@@ -52,6 +57,10 @@ def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
     atomic_write_text(out_dir / "confusion_matrix.csv", _cm_csv(result))
     atomic_write_text(out_dir / "misclassified.csv", _misclassified_csv(result))
     atomic_write_bytes(out_dir / "confusion_matrix.png", plot_confusion(np.array(result["confusion_matrix"]), result["classes"]))
+    cal = result.get("calibration")
+    if cal and cal["reliability_before"]["n"]:
+        atomic_write_bytes(out_dir / "reliability.png",
+                           plot_reliability(cal["reliability_before"], cal["reliability_after"], cal["temperature"]))
     return out_dir
 
 
@@ -81,10 +90,12 @@ def _misclassified_csv(result: dict) -> str:
     return buf.getvalue()
 
 
-def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str = "val", probs: np.ndarray | None = None) -> dict:
+def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str = "val", probs: np.ndarray | None = None,
+                       temperature: float | None = None) -> dict:
     """Evaluate a Keras classifier already in memory on a loaded dataset (the end of training).
 
     probs: the classifier's probabilities (N, C) on `split` when already computed.
+    temperature: the run's fitted temperature, for the calibration figures.
     """
     x, y, paths = split_arrays(ds, split, "the dataset")
     if probs is None:
@@ -93,7 +104,7 @@ def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str =
         y, probs, list(ds.classes), top_k=resolve_top_k(recipe.evaluate.top_k, len(ds.classes)),
         misclassified=recipe.evaluate.misclassified, paths=paths,
     )
-    result = {"split": split, **result}
+    result = {"split": split, **result, "calibration": calibration_report(probs, y, temperature)}
     write_eval(out_dir, result, x)
     return result
 
@@ -172,8 +183,10 @@ def evaluate(
         y, probs, t.labels, top_k=resolve_top_k(t.eval_cfg.top_k, len(t.labels)),
         misclassified=t.eval_cfg.misclassified, paths=paths,
     )
+    cal = load_calibration(target)
     result = {"model": str(target), "format": t.format, "split": split, "data": str(root), "tta": tta,
-              "seconds": round(seconds, 3), **result}
+              "seconds": round(seconds, 3), **result,
+              "calibration": calibration_report(probs, y, cal.temperature if cal else None)}
     write_eval(out_dir, result, x)
     if t.run is not None:
         from resnet_tl.report import write_report

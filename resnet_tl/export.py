@@ -4,7 +4,7 @@
 
 Writes ``RUN/export/``: one artifact per (format, quantisation) from the
 `resnet_tl.formats.FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
-dtypes and quantisation, preprocessing note), ``labels.txt`` and
+dtypes and quantisation, preprocessing note, the run's calibration temperature), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
 `resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime,
 OpenVINO) and run over the validation split, streamed in batches. Two gates: its top-1
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from resnet_tl.calibration import Calibration, load_calibration, sidecar_fields
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.formats import FORMATS, QUANT_NAMES
 from resnet_tl.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
@@ -179,7 +180,7 @@ def export_run(
     write_labels(out / "labels.txt", labels)
     ctx = _Context(tf=tf, keras=keras, model=model, float_model=float_model, paths=paths, cfg=cfg,
                    image_size=image_size, labels=labels, representative=representative,
-                   info=_model_info(paths, recipe, labels, image_size))
+                   info=_model_info(paths, recipe, labels, image_size), calibration=load_calibration(paths.root))
 
     reference, warnings = None, []
     if check:
@@ -270,6 +271,7 @@ class _Context:
     representative: np.ndarray | None
     info: object = None  # tflite_metadata.ModelInfo
     scratch: Path | None = None
+    calibration: Calibration | None = None
 
 
 def _scratch(ctx: _Context) -> Path:
@@ -286,6 +288,11 @@ def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: 
 
     what = f"{recipe.model.backbone} image classifier, {len(labels)} classes, {image_size}x{image_size} RGB input"
     desc = f"{recipe.description.strip()} ({what})" if recipe.description.strip() else what
+    cal = load_calibration(paths.root)
+    if cal is not None:
+        # The outputs stay uncalibrated (parity); the temperature travels in the file for apps that want it.
+        desc += (f". Calibration: temperature {cal.temperature:.6g}; calibrated probabilities = "
+                 "softmax(log(p) / temperature) of the output p")
     return ModelInfo(name=recipe.name, description=desc, version=paths.root.resolve().name,
                      author=f"resnet-tl {__version__}")
 
@@ -591,7 +598,9 @@ def _sidecar(art: Artifact, ctx: _Context) -> dict:
                             "serving_bytes": "image_bytes string (None,) JPEG/PNG -> probabilities float32 (None, C)"}} \
         if art.format == "savedmodel" else {}
     return {"format": art.format, "file": art.path, "quantize": art.quantize, "labels": ctx.labels,
-            "image_size": ctx.image_size, **io, "preprocessing": PREPROCESSING_NOTE, **extra}
+            "image_size": ctx.image_size, **io, "preprocessing": PREPROCESSING_NOTE, **extra,
+            # The outputs stay uncalibrated (parity with the Keras model); consumers apply the temperature.
+            **sidecar_fields(ctx.calibration)}
 
 
 def runtime_versions(runtimes: set[str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""PNG figures: training curves and confusion matrices (matplotlib).
+"""PNG figures: training curves, confusion matrices, reliability diagrams (matplotlib).
 
 Each function returns PNG bytes; callers write them atomically. Nothing is
 imported at module level beyond numpy, so the CLI stays fast. Figures are
@@ -108,5 +108,37 @@ def plot_confusion(cm: np.ndarray, classes: list[str]) -> bytes:
                     ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=font,
                             color="white" if hi and v > hi / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_reliability(before: dict, after: dict | None, temperature: float | None) -> bytes:
+    """Reliability diagrams (Guo et al. 2017, fig. 1): per confidence bin, the
+    accuracy (bars) against the diagonal a calibrated model would follow, the
+    gap to mean confidence shaded; one panel before and one after temperature
+    scaling. `before` / `after` are `calibration.reliability_curve` dicts."""
+    panels = [(before, "model output")] + ([(after, f"temperature scaled (T = {temperature:.3g})")] if after else [])
+    fig = _figure((4.6 * len(panels), 4.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (curve, title) in zip(axes[0], panels):
+        edges = np.asarray(curve["edges"])
+        width = np.diff(edges)
+        filled = [i for i, c in enumerate(curve["count"]) if c]
+        acc = np.array([curve["accuracy"][i] for i in filled])
+        conf = np.array([curve["confidence"][i] for i in filled])
+        left = edges[filled]
+        ax.bar(left, acc, width=width[filled], align="edge", color="#4c78a8", edgecolor="white", label="accuracy")
+        # The gap between each bin's mean confidence and its accuracy: what ECE averages.
+        ax.bar(left, conf - acc, bottom=acc, width=width[filled], align="edge", color="#e45756", alpha=0.35,
+               edgecolor="#e45756", hatch="//", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "--", color="0.3", linewidth=1, label="calibrated")
+        ece = curve.get("ece")
+        ax.set_title(f"{title}\nECE {ece:.4f} over {curve['n']} images" if ece is not None else title, fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("top-1 confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return _png(fig)

@@ -231,7 +231,10 @@ def confidence_rule(model, threshold: float | str | None, min_precision: float |
         cal = load_calibration(model)
         if cal is None:
             raise UserError(f"--threshold auto: '{model}' has no calibration (calibration.json); allowed: a calibrated run, or --threshold NUMBER in [0, 1]")
-        return cal.apply, float(cal.threshold_for(float(min_precision)))
+        cut = cal.threshold_for(float(min_precision))
+        if cut is None:
+            raise UserError(f"--min-precision {min_precision}: no confidence threshold reaches it on the validation split of '{model}'; allowed: a lower precision")
+        return cal.apply, float(cut)
     if min_precision is not None:
         raise UserError(f"--min-precision {min_precision}: only with --threshold auto; received --threshold {threshold}")
     try:

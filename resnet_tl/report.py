@@ -95,7 +95,8 @@ def render_report(root: Path) -> str:
     metrics = _read_json(root / "metrics.json") or {}
     recipe_text = _read_text(root / "recipe.yaml")
     title = f"resnet-tl run {root.resolve().name}"
-    body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text)]
+    calibration = _read_json(root / "calibration.json") or {}
+    body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text, calibration)]
     body.append(_section("Training curves", _curves(root)))
     for split_dir in sorted((root / "eval").glob("*/metrics.json")):
         body.append(_eval_section(split_dir.parent))
@@ -104,7 +105,7 @@ def render_report(root: Path) -> str:
     return _PAGE.format(title=e(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
 
 
-def _summary(status: dict, metrics: dict, recipe_text: str | None) -> str:
+def _summary(status: dict, metrics: dict, recipe_text: str | None, calibration: dict) -> str:
     import yaml
 
     try:
@@ -123,6 +124,8 @@ def _summary(status: dict, metrics: dict, recipe_text: str | None) -> str:
         ("val loss", _fmt(metrics.get("loss"))),
         ("best epoch", metrics.get("best_epoch")),
         ("train / val images", f"{metrics['n_train']} / {metrics['n_val']}" if "n_train" in metrics else None),
+        ("temperature", f"{calibration['temperature']:.3g} (val ECE {_fmt(calibration.get('ece_before'))} before, "
+                        f"{_fmt(calibration.get('ece_after'))} after)" if calibration.get("temperature") else None),
     ]
     cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows if v is not None)
     return f"<table class='summary'>{cells}</table>"
@@ -156,6 +159,7 @@ def _eval_section(folder: Path) -> str:
     if cm_png.is_file():
         parts.append(_img(cm_png, f"confusion matrix ({split})", "wide"))
     parts.append(_per_class_table(m, split))
+    parts.append(_calibration(folder, m.get("calibration")))
     if m.get("most_confused"):
         rows = "".join(
             f"<tr><td>{e(p['true'])}</td><td>{e(p['predicted'])}</td><td class='num'>{p['count']}</td><td class='num'>{_fmt(p['rate'])}</td></tr>"
@@ -164,6 +168,20 @@ def _eval_section(folder: Path) -> str:
         parts.append(f"<h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted as</th><th>images</th><th>share of true class</th></tr>{rows}</table>")
     parts.append(_gallery(folder, m.get("misclassified") or []))
     return _section(f"Evaluation: {split}", "\n".join(parts), f"eval-{split}")
+
+
+def _calibration(folder: Path, cal: dict | None) -> str:
+    if not cal or cal.get("ece_before") is None:
+        return ""
+    t = cal.get("temperature")
+    text = f"expected calibration error {_fmt(cal['ece_before'])} (model output)"
+    if t:
+        text += f", {_fmt(cal.get('ece_after'))} after temperature scaling (T = {t:.3g}, fitted on the validation split)"
+    else:
+        text += "; no temperature (the run has no calibration.json, or the model's sidecar none)"
+    png = folder / "reliability.png"
+    pic = _img(png, "reliability diagram: accuracy per confidence bin", "wide") if png.is_file() else ""
+    return f"<h3>Calibration</h3><p>{_esc(text)}, {cal.get('bins')} bins.</p>{pic}"
 
 
 def _per_class_table(m: dict, split: str) -> str:

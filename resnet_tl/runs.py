@@ -4,6 +4,7 @@ A run folder holds everything a person wants after training::
 
     recipe.yaml   labels.txt   data_report.json   status.json
     model.keras   history.csv  metrics.json       checkpoint/
+    calibration.json
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class RunPaths:
     def history(self) -> Path: return self.root / "history.csv"
     @property
     def metrics(self) -> Path: return self.root / "metrics.json"
+    @property
+    def calibration(self) -> Path: return self.root / "calibration.json"
     @property
     def data_report(self) -> Path: return self.root / "data_report.json"
     @property

@@ -390,7 +390,9 @@ class _EpochNotifier:
 
 
 def _finish(recipe, paths, ds, classifier, state: RunState, setup, t_start, phases) -> TrainResult:
-    """Restore the best weights, save model.keras, write metrics.json; mark complete."""
+    """Restore the best weights, save model.keras, write metrics.json and
+    calibration.json (temperature fitted on the validation split); mark complete."""
+    from resnet_tl.calibration import fit_calibration
     from resnet_tl.metrics import validation_metrics
     from resnet_tl.runtimes import predict_probs
     from resnet_tl.schedule import describe
@@ -402,8 +404,12 @@ def _finish(recipe, paths, ds, classifier, state: RunState, setup, t_start, phas
     metrics = validation_metrics(ds, val_probs)
     metrics["best_epoch"] = state.best_epoch
     atomic_write_json(paths.metrics, metrics)
+    calibration = fit_calibration(val_probs, ds.y_val) if len(ds.y_val) else None
+    if calibration is not None:
+        atomic_write_json(paths.calibration, calibration)
     write_status(paths, "complete", epochs=len(state.history))
-    _write_artifacts(recipe, paths, ds, classifier, state.history, val_probs)
+    _write_artifacts(recipe, paths, ds, classifier, state.history, val_probs,
+                     calibration["temperature"] if calibration else None)
     return TrainResult(
         run_dir=paths.root, metrics=metrics, history=state.history, best_epoch=state.best_epoch,
         seconds=time.time() - t_start, precision=setup.precision, backend=setup.backend,
@@ -413,7 +419,7 @@ def _finish(recipe, paths, ds, classifier, state: RunState, setup, t_start, phas
     )
 
 
-def _write_artifacts(recipe, paths: RunPaths, ds, classifier, history: list[dict], val_probs) -> None:
+def _write_artifacts(recipe, paths: RunPaths, ds, classifier, history: list[dict], val_probs, temperature) -> None:
     """plots/curves.png, tensorboard/, eval/val/ and report.html of a finished run.
 
     A failure of one is a warning, never a failed run: the model and
@@ -429,7 +435,8 @@ def _write_artifacts(recipe, paths: RunPaths, ds, classifier, history: list[dict
     steps = (
         ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),
         ("tensorboard/", lambda: write_tensorboard(history, paths.root / TENSORBOARD_DIR)),
-        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val", probs=val_probs)),
+        ("eval/val/", lambda: evaluate_in_memory(classifier, ds, recipe, paths.root / "eval" / "val",
+                                                      probs=val_probs, temperature=temperature)),
         ("report.html", lambda: write_report(paths.root)),
     )
     for what, step in steps:

@@ -261,8 +261,13 @@ def test_threshold_marks_low_confidence_rows_unsure(trained, unsure):
     assert res.exit_code == 2 and "--threshold auto" in res.stderr
 
 
-def test_threshold_auto_needs_a_calibrated_run(trained):
-    res = _cli(trained["run"], trained["imgs"], "--threshold", "auto", "--min-precision", "0.9")
+def test_threshold_auto_needs_a_calibrated_run(trained, tmp_path):
+    import shutil
+
+    # Training writes calibration.json now; a run from before it has none.
+    old = shutil.copytree(trained["run"], tmp_path / "old_run")
+    (old / "calibration.json").unlink()
+    res = _cli(old, trained["imgs"], "--threshold", "auto", "--min-precision", "0.9")
     assert res.exit_code == 2 and "calibration" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = _cli(trained["run"], trained["imgs"], "--threshold", "auto")
     assert res.exit_code == 2 and "--min-precision" in res.stderr

@@ -39,6 +39,11 @@ def _render(r: dict) -> None:
     for c in [*r["per_class"], {"class": "macro avg", **r["macro_avg"]}, {"class": "weighted avg", **r["weighted_avg"]}]:
         t.add_row(c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
     out.print(t)
+    cal = r.get("calibration") or {}
+    if cal.get("ece_before") is not None:
+        after = (f" -> {cal['ece_after']:.4f} after temperature scaling (T={cal['temperature']:.3g})"
+                 if cal.get("temperature") else " (no temperature stored for this model)")
+        out.print(f"calibration: ECE {cal['ece_before']:.4f}{after}", highlight=False)
     for p in r["most_confused"][:5]:
         out.print(f"confused: {p['true']} -> {p['predicted']} ({p['count']})", highlight=False)
     err.print(f"wrote {r['out_dir']}", highlight=False)
