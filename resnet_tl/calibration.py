@@ -332,43 +332,6 @@ def calibration_of(cal_doc: dict) -> Calibration:
 
 
 # -------------------------------------------------------------- abstention
-def resolve_threshold(model: str | Path, threshold: str | float | None,
-                      min_precision: float | None = None) -> tuple[Calibration | None, float | None]:
-    """(calibration, confidence threshold) for `predict --threshold`.
-
-    threshold: None (no abstention), "auto" (the lowest threshold reaching
-    `min_precision` on the model's validation split, which needs its
-    calibration) or a number in (0, 1]. The threshold applies to the
-    calibrated top-1 probability when `model` (a run folder or a model file)
-    has a temperature, else to the raw one.
-    """
-    if threshold is None:
-        if min_precision is not None:
-            raise UserError(f"--min-precision {min_precision}: needs --threshold auto")
-        return None, None
-    cal = load_calibration(model)
-    if str(threshold).strip().lower() == "auto":
-        if min_precision is None:
-            raise UserError("--threshold auto: needs --min-precision P (e.g. 0.95), the precision to reach on the validation split")
-        if cal is None:
-            raise UserError(f"--threshold auto: '{model}' has no calibration (a run's calibration.json or a sidecar 'temperature'); "
-                            "allowed: a run trained by resnet-tl 0.2+, one of its exports, or a number (--threshold 0.8)")
-        cut = cal.threshold_for(float(min_precision))
-        if cut is None:
-            raise UserError(f"--min-precision {min_precision}: no confidence threshold reaches it on the validation split of "
-                            f"'{model}'; allowed: a lower precision")
-        return cal, cut
-    if min_precision is not None:
-        raise UserError(f"--min-precision {min_precision}: only with --threshold auto (received --threshold {threshold})")
-    try:
-        cut = float(threshold)
-    except ValueError:
-        cut = float("nan")
-    if not 0.0 < cut <= 1.0:
-        raise UserError(f"--threshold: received {threshold!r}; allowed: auto, or a number in (0, 1]")
-    return cal, cut
-
-
 def abstain(probs, calibration: Calibration | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(top-1 confidence (N,), unsure (N,) bool) of probabilities (N, C): the
     calibrated confidence when there is a calibration, unsure below `threshold`."""

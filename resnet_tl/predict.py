@@ -224,10 +224,8 @@ def confidence_rule(model, threshold: float | str | None, min_precision: float |
     if str(threshold).strip().lower() == "auto":
         if min_precision is None or not 0 < float(min_precision) <= 1:
             raise UserError(f"--min-precision: received {min_precision}; allowed with --threshold auto: a number in (0, 1]")
-        try:
-            from resnet_tl.calibration import load_calibration
-        except ImportError:
-            raise UserError("--threshold auto: this resnet-tl has no calibration support; allowed: --threshold NUMBER in [0, 1]") from None
+        from resnet_tl.calibration import load_calibration
+
         cal = load_calibration(model)
         if cal is None:
             raise UserError(f"--threshold auto: '{model}' has no calibration (calibration.json); allowed: a calibrated run, or --threshold NUMBER in [0, 1]")
