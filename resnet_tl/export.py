@@ -491,15 +491,21 @@ def pin_input_range(images: np.ndarray) -> np.ndarray:
     return pinned
 
 
+def _export_signature(ctx: _Context) -> list:
+    """The float32 (B, S, S, 3) input signature Keras's exporters take; calls the
+    float model once first, since Keras exports only models that were called."""
+    tf, s = ctx.tf, ctx.image_size
+    ctx.float_model(np.zeros((1, s, s, 3), np.float32))
+    return [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")]
+
+
 @writes("openvino")
 def _write_openvino(ctx: _Context, dest: Path, q: str) -> None:
     try:
         import openvino  # noqa: F401
     except ImportError:
         raise UserError('export --format openvino needs OpenVINO: pip install "resnet-tl[openvino]"') from None
-    tf, s = ctx.tf, ctx.image_size
-    signature = [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")]
-    ctx.float_model(np.zeros((1, s, s, 3), np.float32))  # Keras exports only models that were called
+    signature = _export_signature(ctx)
     # Keras writes NAME.xml and NAME.bin; write both under a temporary stem, then move them in.
     tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}.xml")
     try:
@@ -519,9 +525,7 @@ def _write_onnx(ctx: _Context, dest: Path, q: str) -> None:
         import tf2onnx  # noqa: F401
     except ImportError:
         raise UserError('export --format onnx needs the onnx extra: pip install "resnet-tl[onnx]" (tf2onnx, onnx, onnxruntime)') from None
-    tf, s = ctx.tf, ctx.image_size
-    signature = [tf.TensorSpec([None, s, s, 3], tf.float32, name="image")]
-    ctx.float_model(np.zeros((1, s, s, 3), np.float32))  # Keras exports only models that were called
+    signature = _export_signature(ctx)
     with atomic_path(dest) as tmp, _quiet():
         ctx.float_model.export(str(tmp), format="onnx", input_signature=signature, verbose=False)
 
