@@ -4,12 +4,15 @@ ResNet-50 at 224 px on synthetic data, interleaved pairs.
     PYTHONPATH=. python benchmarks/bench_train.py                        # TF and JAX, float32 and mixed_bfloat16
     PYTHONPATH=. python benchmarks/bench_train.py --backend jax --precision float32 --batch-size 8 --steps 3
     PYTHONPATH=. python benchmarks/bench_train.py --variant plain-adam   # resnet-tl with one part ablated
+    PYTHONPATH=. python benchmarks/bench_train.py --variant arrays+plain-adam+no-preprocess  # parts combine
 
-One subprocess per (backend, precision) builds and compiles both models
+One subprocess per backend builds and compiles both models for every precision
 (resnet-tl: `resnet_tl.bench.build_trainer`, the trainer's classifier,
 optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`,
-Adam, float32 numpy arrays), warms both up, then runs `--pairs` rounds of
-A B: `--steps` timed steps of resnet-tl, then of plain Keras. The machine is
+Adam, float32 numpy arrays), warms them up, then runs `--pairs` rounds; a
+round is, per precision, A B: `--steps` timed steps of resnet-tl, then of
+plain Keras. float32 and bf16 take turns in the same rounds, so the bf16
+speed-ups of both sides are measured the same way, round by round. The machine is
 shared with other jobs, so a load spike lands in one round and hits both
 sides of it about equally; the per-round ratio is the result, reported as
 median and min-max. A step time is the median of the round's per-step
@@ -36,59 +39,75 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("default", "arrays", "plain-adam", "no-preprocess")
 
 
-def _ablate(variant: str, keras) -> None:
-    from resnet_tl import optimizers
-    from resnet_tl.model import Preprocess
+def _parts(variant: str) -> set[str]:
+    """'arrays+plain-adam' -> {'arrays', 'plain-adam'}: ablations combine."""
+    parts = set(variant.split("+"))
+    if not parts <= set(VARIANTS):
+        raise SystemExit(f"--variant: received {variant!r}; allowed: {', '.join(VARIANTS)}, joined with '+'")
+    return parts
 
-    if variant == "plain-adam":  # Keras' Adam instead of the per-stage lr wrapper
+
+def _ablate(variant: str, keras) -> None:
+    from resnet_tl import model, optimizers
+
+    variant = _parts(variant)
+
+    if "plain-adam" in variant:  # Keras' Adam instead of the per-stage lr wrapper
         optimizers.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
-    if variant == "no-preprocess":  # only the cast; no flip, no mean subtraction
-        Preprocess.call = lambda self, x: keras.ops.cast(x, "float32")
+    if "no-preprocess" in variant:  # no flip, no Rescaling layer: the backbone sees the input as it is
+        model.preprocess = lambda x, mode: x
 
 
 def rounds(args) -> None:
-    """Runs in the subprocess: build both, warm up, then A B rounds."""
+    """Runs in the subprocess: build both sides for every precision, warm up, then rounds of A B per precision."""
     import keras
 
     from resnet_tl import bench, precision as precision_mod
     from resnet_tl.recipe import build_recipe
 
-    recipe = build_recipe({
-        "data": {"image_size": 224, "augment": {"flip": "none"}},  # plain Keras augments nothing either
-        "model": {"backbone": "resnet50", "weights": "none"},
-        "train": {"precision": args.precision, "batch_size": args.batch_size},
-    })
     _ablate(args.variant, keras)
     bs = args.batch_size
     # One timed step needs one untimed step before it in each fit call.
     x, y = bench.synthetic(bs * (args.steps + 1), 224)
-    setup = precision_mod.configure(recipe.train)
-    ours, _, batches = bench.build_trainer(recipe, setup, x, y)
-    plain = bench.build_peer(recipe, setup)
     px, py = bench.peer_arrays(x, y)
-    feeds = {
-        "resnet-tl": (ours, (px,), {"y": py, "batch_size": bs}) if args.variant == "arrays" else (ours, (batches,), {}),
-        "plain": (plain, (px,), {"y": py, "batch_size": bs}),
-    }
+    feeds = {}  # (precision, side) -> (model, data, fit kwargs)
+    for precision in args.precision:
+        recipe = build_recipe({
+            "data": {"image_size": 224, "augment": {"flip": "none"}},  # plain Keras augments nothing either
+            "model": {"backbone": "resnet50", "weights": "none"},
+            "train": {"precision": precision, "batch_size": bs},
+        })
+        # Sets the global policy; each model keeps the policy it was built under,
+        # so float32 and bf16 models can take turns in one process.
+        setup = precision_mod.configure(recipe.train)
+        ours, _, batches = bench.build_trainer(recipe, setup, x, y)
+        plain = bench.build_peer(recipe, setup)
+        feeds[precision, "resnet-tl"] = (ours, (px,), {"y": py, "batch_size": bs}) if "arrays" in _parts(args.variant) else (ours, (batches,), {})
+        feeds[precision, "plain"] = (plain, (px,), {"y": py, "batch_size": bs})
 
-    def run(side):  # (median wall s, median CPU s) per step of one fit call
-        model, data, kw = feeds[side]
+    def run(key):  # (median wall s, median CPU s) per step of one fit call
+        model, data, kw = feeds[key]
         cpu: list[float] = []
         wall = bench.step_times(keras, model, *data, 1, cpu=cpu, **kw)
         return statistics.median(wall), statistics.median(cpu)
 
-    run("resnet-tl"), run("plain")  # compile and warm up both
+    for key in feeds:  # compile and warm up every model
+        run(key)
     for i in range(args.pairs):
-        a, b = run("resnet-tl"), run("plain")
-        print(json.dumps({"round": i, "backend": setup.backend, "precision": setup.precision, "variant": args.variant,
-                          "batch_size": bs, "resnet_tl_step_s": round(a[0], 4), "plain_step_s": round(b[0], 4),
-                          "resnet_tl_cpu_s": round(a[1], 4), "plain_cpu_s": round(b[1], 4),
-                          "ratio": round(b[0] / a[0], 3), "cpu_ratio": round(b[1] / a[1], 3)}), flush=True)
+        for precision in args.precision:
+            a, b = run((precision, "resnet-tl")), run((precision, "plain"))
+            print(json.dumps({"round": i, "backend": keras.backend.backend(), "precision": precision, "variant": args.variant,
+                              "batch_size": bs, "resnet_tl_step_s": round(a[0], 4), "plain_step_s": round(b[0], 4),
+                              "resnet_tl_cpu_s": round(a[1], 4), "plain_cpu_s": round(b[1], 4),
+                              "ratio": round(b[0] / a[0], 3), "cpu_ratio": round(b[1] / a[1], 3)}), flush=True)
 
 
-def run_config(args, backend: str, precision: str) -> dict:
-    cmd = [sys.executable, __file__, "--rounds", "--precision", precision, "--batch-size", str(args.batch_size),
+def run_config(args, backend: str) -> list[dict]:
+    """One subprocess for `backend`: every precision asked for, interleaved round by round."""
+    cmd = [sys.executable, __file__, "--rounds", "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--pairs", str(args.pairs), "--variant", args.variant]
+    for precision in args.precision:
+        cmd += ["--precision", precision]
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     rows = []
@@ -99,6 +118,11 @@ def run_config(args, backend: str, precision: str) -> dict:
     err = proc.stderr.read()
     if proc.wait():
         sys.exit(err[-3000:])
+    return [summarize(args, backend, precision, [r for r in rows if r["precision"] == precision])
+            for precision in args.precision]
+
+
+def summarize(args, backend: str, precision: str, rows: list[dict]) -> dict:
     def med(key):
         return statistics.median(r[key] for r in rows)
 
@@ -110,7 +134,14 @@ def run_config(args, backend: str, precision: str) -> dict:
         "resnet_tl_images_per_cpu_s": round(bs / med("resnet_tl_cpu_s"), 2), "plain_images_per_cpu_s": round(bs / med("plain_cpu_s"), 2),
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
         "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_min": min(cpu_ratios), "cpu_ratio_max": max(cpu_ratios),
+        "rounds": rows,
     }
+
+
+def speedups(rows_f32: list[dict], rows_bf16: list[dict], key: str) -> tuple[float, float, float]:
+    """Per-round bf16 speed-up (float32 step time / bf16 step time): median, min, max."""
+    r = [a[key] / b[key] for a, b in zip(rows_f32, rows_bf16)]
+    return statistics.median(r), min(r), max(r)
 
 
 def main() -> None:
@@ -120,19 +151,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side and round")
     ap.add_argument("--pairs", type=int, default=5, help="A B rounds")
-    ap.add_argument("--variant", default="default", choices=VARIANTS, help="resnet-tl with one part ablated")
+    ap.add_argument("--variant", default="default", help=f"resnet-tl with parts ablated: {', '.join(VARIANTS)}, joined with '+'")
     ap.add_argument("--rounds", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.precision = args.precision or ["float32", "mixed_bfloat16"]
     if args.rounds:
-        args.precision = args.precision[0]
         return rounds(args)
-    summaries = [run_config(args, b, p) for b in args.backend or ["tensorflow", "jax"]
-                 for p in args.precision or ["float32", "mixed_bfloat16"]]
+    summaries = [s for b in args.backend or ["tensorflow", "jax"] for s in run_config(args, b)]
     print("\n| backend | precision | variant | batch | resnet-tl img/s | plain img/s | wall ratio, median (min-max) "
           "| resnet-tl img/CPU-s | plain img/CPU-s | CPU-time ratio, median (min-max) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in summaries:
-        print(json.dumps({"summary": s}), file=sys.stderr)
+        print(json.dumps({"summary": {k: v for k, v in s.items() if k != "rounds"}}), file=sys.stderr)
         print(f"| {s['backend']} | {s['precision']} | {s['variant']} | {s['batch_size']} | {s['resnet_tl_images_per_s']:.2f} | "
               f"{s['plain_images_per_s']:.2f} | {s['ratio_median']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | "
               f"{s['resnet_tl_images_per_cpu_s']:.2f} | {s['plain_images_per_cpu_s']:.2f} | "
@@ -140,10 +170,13 @@ def main() -> None:
     by = {(s["backend"], s["precision"]): s for s in summaries}
     for backend in args.backend or ["tensorflow", "jax"]:
         f32, bf16 = by.get((backend, "float32")), by.get((backend, "mixed_bfloat16"))
-        if f32 and bf16:
-            for unit in ("images_per_s", "images_per_cpu_s"):
-                print(f"{backend}: bf16 speed-up in {unit}: resnet-tl {bf16['resnet_tl_' + unit] / f32['resnet_tl_' + unit]:.2f}x, "
-                      f"plain Keras {bf16['plain_' + unit] / f32['plain_' + unit]:.2f}x (medians)")
+        if f32 and bf16:  # same process, same rounds: per-round speed-ups
+            for unit, suffix in (("wall", "step_s"), ("CPU time", "cpu_s")):
+                ours = speedups(f32["rounds"], bf16["rounds"], "resnet_tl_" + suffix)
+                plain = speedups(f32["rounds"], bf16["rounds"], "plain_" + suffix)
+                print(f"{backend}: bf16 speed-up in {unit}, median (min-max) of rounds: "
+                      f"resnet-tl {ours[0]:.2f}x ({ours[1]:.2f}-{ours[2]:.2f}), "
+                      f"plain Keras {plain[0]:.2f}x ({plain[1]:.2f}-{plain[2]:.2f})")
 
 
 if __name__ == "__main__":
