@@ -43,18 +43,16 @@ def _parts(variant: str) -> set[str]:
     """'arrays+plain-adam' -> {'arrays', 'plain-adam'}: ablations combine."""
     parts = set(variant.split("+"))
     if not parts <= set(VARIANTS):
-        raise SystemExit(f"--variant: received {variant!r}; allowed: {', '.join(VARIANTS)}, joined with '+'")
+        raise ValueError(f"--variant: received {variant!r}; allowed: {', '.join(VARIANTS)}, joined with '+'")
     return parts
 
 
-def _ablate(variant: str, keras) -> None:
+def _ablate(parts: set[str], keras) -> None:
     from resnet_tl import model, optimizers
 
-    variant = _parts(variant)
-
-    if "plain-adam" in variant:  # Keras' Adam instead of the per-stage lr wrapper
+    if "plain-adam" in parts:  # Keras' Adam instead of the per-stage lr wrapper
         optimizers.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
-    if "no-preprocess" in variant:  # no flip, no Rescaling layer: the backbone sees the input as it is
+    if "no-preprocess" in parts:  # no flip, no Rescaling layer: the backbone sees the input as it is
         model.preprocess = lambda x, mode: x
 
 
@@ -65,7 +63,8 @@ def rounds(args) -> None:
     from resnet_tl import bench, precision as precision_mod
     from resnet_tl.recipe import build_recipe
 
-    _ablate(args.variant, keras)
+    parts = _parts(args.variant)
+    _ablate(parts, keras)
     bs = args.batch_size
     # One timed step needs one untimed step before it in each fit call.
     x, y = bench.synthetic(bs * (args.steps + 1), 224)
@@ -82,7 +81,7 @@ def rounds(args) -> None:
         setup = precision_mod.configure(recipe.train)
         ours, _, batches = bench.build_trainer(recipe, setup, x, y)
         plain = bench.build_peer(recipe, setup)
-        feeds[precision, "resnet-tl"] = (ours, (px,), {"y": py, "batch_size": bs}) if "arrays" in _parts(args.variant) else (ours, (batches,), {})
+        feeds[precision, "resnet-tl"] = (ours, (px,), {"y": py, "batch_size": bs}) if "arrays" in parts else (ours, (batches,), {})
         feeds[precision, "plain"] = (plain, (px,), {"y": py, "batch_size": bs})
 
     def run(key):  # (median wall s, median CPU s) per step of one fit call
@@ -155,6 +154,10 @@ def main() -> None:
     ap.add_argument("--rounds", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.precision = args.precision or ["float32", "mixed_bfloat16"]
+    try:  # a typo fails here, before a subprocess builds any model
+        _parts(args.variant)
+    except ValueError as e:
+        ap.error(str(e))
     if args.rounds:
         return rounds(args)
     summaries = [s for b in args.backend or ["tensorflow", "jax"] for s in run_config(args, b)]
