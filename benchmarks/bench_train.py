@@ -11,11 +11,12 @@ One subprocess per backend builds and compiles both models for every precision
 optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`,
 Adam, float32 numpy arrays), warms them up, then runs `--pairs` rounds; a
 round is, per precision, A B: `--steps` timed steps of resnet-tl, then of
-plain Keras. float32 and bf16 take turns in the same rounds, so the bf16
+plain Keras (B A in odd rounds, so neither side always runs second). float32 and bf16 take turns in the same rounds, so the bf16
 speed-ups of both sides are measured the same way, round by round. The machine is
 shared with other jobs, so a load spike lands in one round and hits both
 sides of it about equally; the per-round ratio is the result, reported as
-median and min-max. A step time is the median of the round's per-step
+median, min-max and a 95% bootstrap interval of the median (rounds
+resampled): an interval that holds 1.0 means no difference was shown. A step time is the median of the round's per-step
 intervals (the first step of each `fit` call is not timed). Each step is
 timed twice: wall clock, and CPU seconds of the process (all threads), which
 other jobs barely move; under heavy load the CPU-time ratio is the one to
@@ -84,21 +85,43 @@ def rounds(args) -> None:
         feeds[precision, "resnet-tl"] = (ours, (px,), {"y": py, "batch_size": bs}) if "arrays" in parts else (ours, (batches,), {})
         feeds[precision, "plain"] = (plain, (px,), {"y": py, "batch_size": bs})
 
-    def run(key):  # (median wall s, median CPU s) per step of one fit call
+    def run(key):  # (wall s, CPU s) of every timed step of one fit call
         model, data, kw = feeds[key]
         cpu: list[float] = []
         wall = bench.step_times(keras, model, *data, 1, cpu=cpu, **kw)
-        return statistics.median(wall), statistics.median(cpu)
+        return wall, cpu
 
     for key in feeds:  # compile and warm up every model
         run(key)
     for i in range(args.pairs):
         for precision in args.precision:
-            a, b = run((precision, "resnet-tl")), run((precision, "plain"))
+            # A B in even rounds, B A in odd ones: whatever the side that runs
+            # second gains or loses (warm caches, a clock ramp) cancels out.
+            sides = ("resnet-tl", "plain") if i % 2 == 0 else ("plain", "resnet-tl")
+            steps = {side: run((precision, side)) for side in sides}
+            (aw, ac), (bw, bc) = steps["resnet-tl"], steps["plain"]
+            a, b = (statistics.median(aw), statistics.median(ac)), (statistics.median(bw), statistics.median(bc))
             print(json.dumps({"round": i, "backend": keras.backend.backend(), "precision": precision, "variant": args.variant,
-                              "batch_size": bs, "resnet_tl_step_s": round(a[0], 4), "plain_step_s": round(b[0], 4),
+                              "batch_size": bs, "first": sides[0], "resnet_tl_step_s": round(a[0], 4), "plain_step_s": round(b[0], 4),
                               "resnet_tl_cpu_s": round(a[1], 4), "plain_cpu_s": round(b[1], 4),
-                              "ratio": round(b[0] / a[0], 3), "cpu_ratio": round(b[1] / a[1], 3)}), flush=True)
+                              "ratio": round(b[0] / a[0], 3), "cpu_ratio": round(b[1] / a[1], 3),
+                              "resnet_tl_steps_s": [round(t, 4) for t in aw], "plain_steps_s": [round(t, 4) for t in bw]}), flush=True)
+
+
+def bootstrap_ci(values: list[float], n: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of `values` (rounds resampled with replacement)."""
+    import random
+
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
+    return "unknown"
 
 
 def run_config(args, backend: str) -> list[dict]:
@@ -133,6 +156,7 @@ def summarize(args, backend: str, precision: str, rows: list[dict]) -> dict:
         "resnet_tl_images_per_cpu_s": round(bs / med("resnet_tl_cpu_s"), 2), "plain_images_per_cpu_s": round(bs / med("plain_cpu_s"), 2),
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
         "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_min": min(cpu_ratios), "cpu_ratio_max": max(cpu_ratios),
+        "ratio_ci95": bootstrap_ci(ratios), "cpu_ratio_ci95": bootstrap_ci(cpu_ratios), "cpu": cpu_model(),
         "rounds": rows,
     }
 
@@ -162,14 +186,15 @@ def main() -> None:
         return rounds(args)
     summaries = [s for b in args.backend or ["tensorflow", "jax"] for s in run_config(args, b)]
     print("\n| backend | precision | variant | batch | resnet-tl img/s | plain img/s | wall ratio, median (min-max) "
-          "| resnet-tl img/CPU-s | plain img/CPU-s | CPU-time ratio, median (min-max) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| resnet-tl img/CPU-s | plain img/CPU-s | CPU-time ratio, median (min-max) | wall ratio, 95% CI of the median |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in summaries:
         print(json.dumps({"summary": {k: v for k, v in s.items() if k != "rounds"}}), file=sys.stderr)
         print(f"| {s['backend']} | {s['precision']} | {s['variant']} | {s['batch_size']} | {s['resnet_tl_images_per_s']:.2f} | "
               f"{s['plain_images_per_s']:.2f} | {s['ratio_median']:.2f}x ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | "
               f"{s['resnet_tl_images_per_cpu_s']:.2f} | {s['plain_images_per_cpu_s']:.2f} | "
-              f"**{s['cpu_ratio_median']:.2f}x** ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) |")
+              f"**{s['cpu_ratio_median']:.2f}x** ({s['cpu_ratio_min']:.2f}-{s['cpu_ratio_max']:.2f}) | "
+              f"{s['ratio_ci95'][0]:.2f}-{s['ratio_ci95'][1]:.2f} |")
     by = {(s["backend"], s["precision"]): s for s in summaries}
     for backend in args.backend or ["tensorflow", "jax"]:
         f32, bf16 = by.get((backend, "float32")), by.get((backend, "mixed_bfloat16"))
