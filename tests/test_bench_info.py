@@ -64,6 +64,20 @@ def test_bench_json_reports_training_input_and_their_ratio_per_precision(tmp_pat
         assert r["peer_train_images_per_s"] is None and r["vs_peer"] is None  # keras.applications has no ResNet-20
 
 
+def test_bench_peer_trains_plain_keras_beside_ours_and_reports_the_ratio(tmp_path):
+    # ResNet-50 (keras.applications has it) at its 32 px minimum, 2 images a step: the peer path end to end.
+    res = CliRunner().invoke(app, ["bench", "--set", "model.backbone=resnet50", "--set", "data.image_size=32",
+                                   "--set", "model.weights=none", "--precision", "float32",
+                                   "--steps", "2", "--batch-size", "2", "--peer", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert (doc["backbone"], doc["image_size"], doc["batch_size"]) == ("resnet50", 32, 2)
+    (r,) = doc["results"]
+    assert r["train_images_per_s"] > 0 and r["peer_train_images_per_s"] > 0
+    # vs_peer is peer step time / ours, i.e. our images/s over the peer's (both rounded).
+    assert abs(r["vs_peer"] - r["train_images_per_s"] / r["peer_train_images_per_s"]) < 0.02 * r["vs_peer"] + 0.01
+
+
 def test_bench_rejects_an_unknown_precision_in_one_line():
     res = CliRunner().invoke(app, ["bench", "--precision", "bfloat8"])
     assert res.exit_code == 2
@@ -83,3 +97,41 @@ def test_bench_peer_is_the_keras_applications_model_compiled_as_keras_guides_do(
     assert peer.name == reference.name and peer.count_params() == reference.count_params()
     assert [type(layer).__name__ for layer in peer.layers] == [type(layer).__name__ for layer in reference.layers]
     assert type(peer.optimizer) is keras.optimizers.Adam
+
+
+def test_the_training_step_runs_plain_keras_graph_plus_only_the_input_preprocessing():
+    """Our training step (bench.build_trainer, as `train` builds it) traced next to plain
+    Keras' (keras.applications ResNet-50 + Adam): op for op the same graph, plus the
+    caffe preprocessing on the input (uint8 cast, RGB->BGR flip, per-channel scale and
+    offset). Any per-step work we add over the weights (an lr lookup per variable, a
+    gradient rescale, a second optimizer) shows up here as hundreds of extra ops."""
+    import collections
+
+    import tensorflow as tf
+
+    from resnet_tl import bench
+    from resnet_tl.precision import configure
+    from resnet_tl.recipe import build_recipe
+
+    recipe = build_recipe({"data": {"image_size": 32, "augment": {"flip": "none"}},
+                           "model": {"backbone": "resnet50", "weights": "none"}, "train": {"precision": "float32", "batch_size": 2}})
+    setup = configure(recipe.train)
+    x, y = bench.synthetic(2, 32)
+    ours, _, batches = bench.build_trainer(recipe, setup, x, y)
+    plain = bench.build_peer(recipe, setup)
+
+    def op_types(model, data):
+        model.optimizer.build(model.trainable_variables)
+        graph = tf.function(model.train_step).get_concrete_function(data).graph
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    a = op_types(ours, tuple(tf.constant(t) for t in batches[0]))
+    b = op_types(plain, tuple(tf.constant(t) for t in bench.peer_arrays(x, y)))
+    heavy = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul", "FusedBatchNormV3", "FusedBatchNormGradV3")
+    assert sum(b[k] for k in heavy) > 100  # the comparison sees the real step
+    assert {k: a[k] for k in heavy} == {k: b[k] for k in heavy}
+    extra = {k: a[k] - b[k] for k in a if a[k] > b[k]}
+    # Cast: uint8 input and its float result; Mul/AddV2: Rescaling's scale and offset (forward and its gradient-free
+    # twin under the tape); ReverseV2: the channel flip; Const: their constants.
+    allowed = {"Cast": 2, "Mul": 2, "AddV2": 2, "ReverseV2": 1, "Const": 8}
+    assert extra.keys() <= allowed.keys() and all(extra[k] <= allowed[k] for k in extra), extra
