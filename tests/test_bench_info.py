@@ -121,3 +121,19 @@ def test_the_training_step_runs_plain_keras_graph_plus_only_the_input_preprocess
     # twin under the tape); ReverseV2: the channel flip; Const: their constants.
     allowed = {"Cast": 2, "Mul": 2, "AddV2": 2, "ReverseV2": 1, "Const": 8}
     assert extra.keys() <= allowed.keys() and all(extra[k] <= allowed[k] for k in extra), extra
+
+
+def test_bench_table_with_peer_fits_80_columns_untruncated(monkeypatch):
+    """The human table (no --json) at a plain terminal's width: no header or cell cut to '…'."""
+    import resnet_tl.bench
+
+    doc = {"backbone": "resnet50", "image_size": 224, "batch_size": 8, "steps": 5, "device": "cpu", "backend": "tensorflow",
+           "jit_compile": False, "distribute": "none", "replicas": 1, "loader_workers": 2, "input_images_per_s": 25622.0,
+           "results": [{"precision": "mixed_bfloat16", "train_images_per_s": 6.8, "input_over_train": 3773.0,
+                        "limited_by": "compute", "inference_images_per_s": 27.9, "peer_train_images_per_s": 7.0, "vs_peer": 0.97}]}
+    monkeypatch.setattr(resnet_tl.bench, "benchmark", lambda *a, **k: doc)
+    res = CliRunner().invoke(app, ["bench", "--peer"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output and max(len(line) for line in res.output.splitlines()) <= 80
+    for text in ("train/s", "input/s", "in/train", "plain/s", "ratio", "mixed_bfloat16", "3,773x", "0.97x", "7.0"):
+        assert text in res.output

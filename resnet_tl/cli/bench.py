@@ -38,8 +38,8 @@ def bench(
 
     title = f"bench {doc['backbone']} at {doc['image_size']} px, batch {doc['batch_size']}, {doc['backend']} on {doc['device']}"
     # Short headers: the table must fit 80 columns with --peer.
-    t = Table(title=title, caption="images per second", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for name in ("precision", "train/s", "input/s", "in/train", "limit", "infer/s", *(("plain/s", "vs plain") if peer else ())):
+    t = Table(title=title, caption="images per second" + ("; ratio = train/s / plain/s" if peer else ""), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("precision", "train/s", "input/s", "in/train", "limit", "infer/s", *(("plain/s", "ratio") if peer else ())):
         t.add_column(name, no_wrap=True)
     for r in doc["results"]:
         cells = [r["precision"], f"{r['train_images_per_s']:.1f}", f"{doc['input_images_per_s']:.0f}", (f"{r['input_over_train']:,.0f}x" if r["input_over_train"] >= 10 else f"{r['input_over_train']:.2f}x"),
