@@ -8,19 +8,19 @@ ResNet-50 at 224 px on synthetic data, interleaved pairs.
 
 One subprocess per backend builds and compiles both models for every precision
 (resnet-tl: `resnet_tl.bench.build_trainer`, the trainer's classifier,
-optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`,
-Adam, float32 numpy arrays), warms them up, then runs `--pairs` rounds; a
-round is, per precision, A B: `--steps` timed steps of resnet-tl, then of
-plain Keras (B A in odd rounds, so neither side always runs second). float32 and bf16 take turns in the same rounds, so the bf16
-speed-ups of both sides are measured the same way, round by round. The machine is
-shared with other jobs, so a load spike lands in one round and hits both
-sides of it about equally; the per-round ratio is the result, reported as
-median, min-max and a 95% bootstrap interval of the median (rounds
-resampled): an interval that holds 1.0 means no difference was shown. A step time is the median of the round's per-step
-intervals (the first step of each `fit` call is not timed). Each step is
-timed twice: wall clock, and CPU seconds of the process (all threads), which
-other jobs barely move; under heavy load the CPU-time ratio is the one to
-read.
+optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`, Adam,
+float32 numpy arrays), warms them up, then runs `--pairs` rounds; a round is,
+per precision, A B: `--steps` timed steps of resnet-tl, then of plain Keras
+(B A in odd rounds, so neither side always runs second). float32 and bf16 take
+turns in the same rounds, so the bf16 speed-ups of both sides are measured the
+same way, round by round. The machine is shared with other jobs, so a load
+spike lands in one round and hits both sides of it about equally; the per-
+round ratio is the result, reported as median, min-max and a 95% bootstrap
+interval of the median (rounds resampled): an interval that holds 1.0 means no
+difference was shown. A step time is the median of the round's per-step
+intervals (the first step of each `fit` call is not timed). Each step is timed
+twice: wall clock, and CPU seconds of the process (all threads), which other
+jobs barely move; under heavy load the CPU-time ratio is the one to read.
 Prints one JSON line per round, a summary line (JSON) and a Markdown row.
 """
 
@@ -117,11 +117,12 @@ def bootstrap_ci(values: list[float], n: int = 4000, seed: int = 0) -> tuple[flo
     return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
-    return "unknown"
+def machine() -> str:
+    """The CPU model and how many CPUs this process may use, for the summary."""
+    from resnet_tl.cpus import usable_cpus
+    from resnet_tl.sysinfo import cpu_model
+
+    return f"{cpu_model() or 'unknown CPU'}, {usable_cpus()} cores"
 
 
 def run_config(args, backend: str) -> list[dict]:
@@ -156,7 +157,7 @@ def summarize(args, backend: str, precision: str, rows: list[dict]) -> dict:
         "resnet_tl_images_per_cpu_s": round(bs / med("resnet_tl_cpu_s"), 2), "plain_images_per_cpu_s": round(bs / med("plain_cpu_s"), 2),
         "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
         "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratio_min": min(cpu_ratios), "cpu_ratio_max": max(cpu_ratios),
-        "ratio_ci95": bootstrap_ci(ratios), "cpu_ratio_ci95": bootstrap_ci(cpu_ratios), "cpu": cpu_model(),
+        "ratio_ci95": bootstrap_ci(ratios), "cpu_ratio_ci95": bootstrap_ci(cpu_ratios), "cpu": machine(),
         "rounds": rows,
     }
 
