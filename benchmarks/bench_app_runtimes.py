@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resnet_tl.app_runtime import MediaPipeClassifier  # noqa: E402
+from resnet_tl.export.app_check import MediaPipeClassifier  # noqa: E402
 from resnet_tl.data.decode import decode_file  # noqa: E402
-from resnet_tl.export import export_run  # noqa: E402
+from resnet_tl.export.exporter import export_run  # noqa: E402
 from resnet_tl.recipe import load_recipe  # noqa: E402
-from resnet_tl.runtimes import load_predictor  # noqa: E402
+from resnet_tl.formats.predictor import load_predictor  # noqa: E402
 
 
 def camera_copies(files: list[Path], out: Path) -> dict[str, list[Path]]:
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     from resnet_tl.data import load_dataset
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     work = Path(tempfile.mkdtemp(prefix="bench-apps-"))
     overrides = [f"schedule.0.epochs={args.epochs}"] if args.epochs else []

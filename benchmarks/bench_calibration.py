@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resnet_tl.calibration import abstain, load_calibration, threshold_for_precision  # noqa: E402
+from resnet_tl.inference.calibration import abstain, load_calibration, threshold_for_precision  # noqa: E402
 from resnet_tl.data import load_dataset  # noqa: E402
-from resnet_tl.predict import predict  # noqa: E402
+from resnet_tl.inference.predict import predict  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
-from resnet_tl.runtimes import predict_probs  # noqa: E402
-from resnet_tl.train import train  # noqa: E402
+from resnet_tl.formats.predictor import predict_probs  # noqa: E402
+from resnet_tl.training.train import train  # noqa: E402
 
 PRECISIONS = (0.9, 0.95, 0.99)
 

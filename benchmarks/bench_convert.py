@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _BASELINE = """
 import sys
-from resnet_tl.model import build_classifier
+from resnet_tl.models.classifier import build_classifier
 from resnet_tl.recipe import ModelConfig
 m = build_classifier(ModelConfig(backbone=sys.argv[1], weights="none"), 1000, int(sys.argv[2]))
 m.save(sys.argv[3])
@@ -55,7 +55,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from safetensors.numpy import save_file
 
-    from resnet_tl.pretrained import expected_tensors
+    from resnet_tl.models.pretrained import expected_tensors
 
     rng = np.random.default_rng(0)
     tensors = {k: (rng.standard_normal(s).astype(np.float32) * 0.01 if s else np.array(0, np.int64))

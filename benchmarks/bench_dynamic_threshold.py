@@ -27,14 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_tl.errors import ExportCheckFailed  # noqa: E402
-from resnet_tl.export import export_run  # noqa: E402
-from resnet_tl.io import atomic_write_text  # noqa: E402
+from resnet_tl.export.exporter import export_run  # noqa: E402
+from resnet_tl.fileio import atomic_write_text  # noqa: E402
 from resnet_tl.recipe import load_recipe  # noqa: E402
-from resnet_tl.runtimes import load_predictor  # noqa: E402
+from resnet_tl.formats.predictor import load_predictor  # noqa: E402
 
 
 def one_seed(work: Path, seed: int, epochs: int | None) -> dict:
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     overrides = [f"train.seed={seed}"] + ([f"schedule.0.epochs={epochs}"] if epochs else [])
     t = time.time()

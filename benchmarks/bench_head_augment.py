@@ -35,10 +35,10 @@ from resnet_tl.kerasenv import keras_module  # noqa: E402
 keras = keras_module()
 
 from resnet_tl.data import load_dataset  # noqa: E402
-from resnet_tl.model import parts  # noqa: E402
+from resnet_tl.models.classifier import parts  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
-from resnet_tl.runtimes import load_keras_model  # noqa: E402
-from resnet_tl.train import train  # noqa: E402
+from resnet_tl.formats.predictor import load_keras_model  # noqa: E402
+from resnet_tl.training.train import train  # noqa: E402
 
 AUGMENT = {"flip": "horizontal", "crop": 0.6, "contrast": 0.2}
 ROWS = {"live": {"cache_features": False}, "1 view": {"feature_cache_views": 1}, "auto": {}}

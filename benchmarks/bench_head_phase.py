@@ -35,9 +35,9 @@ from resnet_tl.kerasenv import keras_module  # noqa: E402
 keras = keras_module()
 
 from resnet_tl.data import load_dataset  # noqa: E402
-from resnet_tl.model import build_classifier, parts, preprocess  # noqa: E402
+from resnet_tl.models.classifier import build_classifier, parts, preprocess  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
-from resnet_tl.train import train  # noqa: E402
+from resnet_tl.training.train import train  # noqa: E402
 
 
 def pretrained_backbone(ds, size: int, out: Path) -> Path:

@@ -40,7 +40,7 @@ from resnet_tl.recipe import DataConfig  # noqa: E402
 def epoch_rates(make, epochs: int) -> tuple[float, float]:
     """Median (images/s, images per CPU-second of this process) over `epochs`
     epochs of make(epoch) batches, after one warm-up epoch."""
-    from resnet_tl.bench import cpu_seconds
+    from resnet_tl.training.bench import cpu_seconds
 
     rates, cpu_rates = [], []
     for e in range(epochs + 1):
@@ -84,8 +84,8 @@ def augmented_rate(x, y, n_classes: int, batch_size: int, epochs: int) -> tuple[
     flip + random resized crop and a tiny head."""
     import keras
 
-    from resnet_tl.augment import build_augmenter
-    from resnet_tl.bench import step_times
+    from resnet_tl.training.augment import build_augmenter
+    from resnet_tl.training.bench import step_times
     from resnet_tl.recipe import AugmentConfig
     from resnet_tl.data.batches import keras_batches
 

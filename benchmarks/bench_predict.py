@@ -5,14 +5,14 @@
 
 Model: the `mobile` recipe's classifier (ResNet-18, 128 px, 5 classes, random
 weights), saved as .keras and exported to full-int8 TFLite through
-`resnet_tl.export.export_run` (calibrated on 200 of the benchmark images).
+`resnet_tl.export.exporter.export_run` (calibrated on 200 of the benchmark images).
 Images: --n generated 500x375 JPEGs (smooth colour fields plus noise, ~60 KB
 each) under --work, never in the repository.
 
 Throughput, each contender in its own process, one after the other in one run,
 timed from loading the model to having every prediction (imports excluded):
   peer    keras.utils.image_dataset_from_directory(labels=None, 128x128, batch 32) + model.predict
-  keras   resnet_tl.predict.predict_stream on the .keras model, rows written as JSON Lines
+  keras   resnet_tl.inference.predict.predict_stream on the .keras model, rows written as JSON Lines
   int8    the same on model_int8.tflite
 Top-1 agreement is over the same files, matched by path.
 
@@ -69,9 +69,9 @@ def make_images(folder: Path, n: int, w: int, h: int, seed: int) -> Path:
 def mobile_run(work: Path, images: Path, recipe=None, name: str = "mobile-run") -> Path:
     """A run folder with the mobile recipe's model (random weights) and its int8 TFLite export."""
     from resnet_tl.data.decode import decode_image
-    from resnet_tl.export import export_run
-    from resnet_tl.io import atomic_write_text
-    from resnet_tl.model import build_classifier
+    from resnet_tl.export.exporter import export_run
+    from resnet_tl.fileio import atomic_write_text
+    from resnet_tl.models.classifier import build_classifier
     from resnet_tl.recipe import dump_recipe, load_recipe
 
     run = work / name
@@ -95,7 +95,7 @@ def spread_head(model, images: np.ndarray, seed: int = 0) -> None:
     """Random weights put every image in one class, which makes top-1 agreement meaningless.
     Set the head's Dense layer to a random projection of the standardised features instead
     (still untrained), so the predicted classes spread over all five."""
-    from resnet_tl.model import feature_extractor, head_of
+    from resnet_tl.models.classifier import feature_extractor, head_of
 
     feats = np.asarray(feature_extractor(model).predict(images.astype(np.float32), verbose=0), np.float64)
     feats = feats.reshape(len(feats), -1)
@@ -111,7 +111,7 @@ def child(kind: str, model: str, folder: str, out: str) -> None:
     if kind == "peer":
         import keras
 
-        import resnet_tl.model  # noqa: F401  registers the Preprocess layer the saved model uses
+        import resnet_tl.models.classifier  # noqa: F401  registers the Preprocess layer the saved model uses
 
         t0 = time.perf_counter()
         m = keras.saving.load_model(model, compile=False)
@@ -121,7 +121,7 @@ def child(kind: str, model: str, folder: str, out: str) -> None:
         seconds = time.perf_counter() - t0
         top1 = dict(zip(ds.file_paths, map(int, np.argmax(probs, 1))))
     else:
-        from resnet_tl.predict import predict_stream
+        from resnet_tl.inference.predict import predict_stream
 
         t0 = time.perf_counter()
         stream = predict_stream(model, [folder], top_k=1, batch_size=32)
@@ -165,7 +165,7 @@ def peak_rss(model: Path, folder: Path, work: Path) -> dict:
 
 def tta_figures(run: str, work: Path) -> dict:
     """Validation accuracy and prediction time of a trained run, plain and with --tta."""
-    from resnet_tl.evaluate import evaluate
+    from resnet_tl.evaluation.evaluate import evaluate
 
     plain = evaluate(run, out=work / "tta-eval" / "plain")
     tta = evaluate(run, out=work / "tta-eval" / "tta", tta=True)

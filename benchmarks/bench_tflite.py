@@ -25,16 +25,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resnet_tl.export import export_run  # noqa: E402
-from resnet_tl.io import atomic_write_text  # noqa: E402
+from resnet_tl.export.exporter import export_run  # noqa: E402
+from resnet_tl.fileio import atomic_write_text  # noqa: E402
 from resnet_tl.recipe import build_recipe, dump_recipe, load_recipe  # noqa: E402
-from resnet_tl.runtimes import load_predictor  # noqa: E402
+from resnet_tl.formats.predictor import load_predictor  # noqa: E402
 
 VARIANTS = ["float32", "float16", "dynamic", "int8"]
 
 
 def trained_run(work: Path, epochs: int | None) -> Path:
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     overrides = [f"schedule.0.epochs={epochs}"] if epochs else []
     return train(load_recipe("quickstart", overrides), out=work, name="quickstart").run_dir
@@ -42,7 +42,7 @@ def trained_run(work: Path, epochs: int | None) -> Path:
 
 def random_resnet50_run(work: Path) -> Path:
     """A run folder holding an untrained ResNet-50 classifier (10 classes, 224 px)."""
-    from resnet_tl.model import build_classifier
+    from resnet_tl.models.classifier import build_classifier
 
     recipe = build_recipe({"name": "r50", "data": {"image_size": 224}, "model": {"backbone": "resnet50", "weights": "none"}})
     run = work / "resnet50"

@@ -7,7 +7,7 @@ ResNet-50 at 224 px on synthetic data, interleaved pairs.
     PYTHONPATH=. python benchmarks/bench_train.py --variant arrays+plain-adam+no-preprocess  # parts combine
 
 One subprocess per backend builds and compiles both models for every precision
-(resnet-tl: `resnet_tl.bench.build_trainer`, the trainer's classifier,
+(resnet-tl: `resnet_tl.training.bench.build_trainer`, the trainer's classifier,
 optimizer and uint8 batches; plain Keras: `keras.applications.ResNet50`, Adam,
 float32 numpy arrays), warms them up, then runs `--pairs` rounds; a round is,
 per precision, A B: `--steps` timed steps of resnet-tl, then of plain Keras
@@ -49,7 +49,7 @@ def _parts(variant: str) -> set[str]:
 
 
 def _ablate(parts: set[str], keras) -> None:
-    from resnet_tl import model, optimizers
+    from resnet_tl.models import classifier as model, optimizers
 
     if "plain-adam" in parts:  # Keras' Adam instead of the per-stage lr wrapper
         optimizers.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
@@ -61,7 +61,7 @@ def rounds(args) -> None:
     """Runs in the subprocess: build both sides for every precision, warm up, then rounds of A B per precision."""
     import keras
 
-    from resnet_tl import bench, precision as precision_mod
+    from resnet_tl.training import bench, precision as precision_mod
     from resnet_tl.recipe import build_recipe
 
     parts = _parts(args.variant)

@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
-from resnet_tl.backbones import BACKBONES as _BACKBONE_TABLE
+from resnet_tl.models.backbones import BACKBONES as _BACKBONE_TABLE
 from resnet_tl.errors import UserError
 from resnet_tl.formats import FORMATS as EXPORT_FORMATS, QUANT_NAMES
-from resnet_tl.optimizers import OPTIMIZERS
+from resnet_tl.training.optimizers import OPTIMIZERS
 
 def _recipes_dir() -> Path:
     # A checkout (or editable install) reads the top-level recipes/ folder; a

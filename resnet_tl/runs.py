@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_write_json, atomic_write_text
+from resnet_tl.fileio import atomic_write_json, atomic_write_text
 
 STATUSES = ("running", "interrupted", "failed", "complete")
 

@@ -79,7 +79,7 @@ def system_info() -> dict:
     from resnet_tl.data.cache import default_cache_dir
     from resnet_tl.data.prefetch import loader_workers
     from resnet_tl.kerasenv import keras_module
-    from resnet_tl.precision import list_devices, resolve_jit, resolve_precision
+    from resnet_tl.training.precision import list_devices, resolve_jit, resolve_precision
 
     keras = keras_module()
     backend = keras.backend.backend()

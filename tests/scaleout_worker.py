@@ -41,8 +41,8 @@ def main() -> None:
 
     from helpers import bars_dataset, tiny_recipe
 
-    from resnet_tl import train as train_mod
-    from resnet_tl.distribute import to_numpy
+    from resnet_tl.training import train as train_mod
+    from resnet_tl.training.distribute import to_numpy
     from resnet_tl.recipe import build_recipe
 
     base = tiny_recipe([{"name": "all", "epochs": 2, "train": "all", "lr": 3e-3, "batchnorm": "train"}])

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_tl import backbones, recipe
-from resnet_tl.backbones import BACKBONES, build_backbone, reference_classifier, stage_of
+from resnet_tl import recipe
+from resnet_tl.models import backbones
+from resnet_tl.models.backbones import BACKBONES, build_backbone, reference_classifier, stage_of
 from resnet_tl.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +283,7 @@ def test_builds_under_the_other_backend():
     pytest.importorskip(other)
     code = (
         "import keras, numpy as np\n"
-        "from resnet_tl.backbones import BACKBONES, build_backbone, stage_of\n"
+        "from resnet_tl.models.backbones import BACKBONES, build_backbone, stage_of\n"
         f"assert keras.backend.backend() == '{other}'\n"
         # Our own families; keras.applications is Keras's to test (and slow to build under JAX).
         "for name, size, side in [('resnet18', 64, 2), ('resnet20', 32, 8)]:\n"

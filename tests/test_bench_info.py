@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from resnet_tl.cli import app
-from resnet_tl.precision import Device
+from resnet_tl.training.precision import Device
 from resnet_tl.sysinfo import fast_mixed_precision
 
 
@@ -73,8 +73,8 @@ def test_bench_rejects_an_unknown_precision_in_one_line():
 def test_bench_peer_is_the_keras_applications_model_compiled_as_keras_guides_do():
     import keras
 
-    from resnet_tl.bench import N_CLASSES, build_peer
-    from resnet_tl.precision import configure
+    from resnet_tl.training.bench import N_CLASSES, build_peer
+    from resnet_tl.training.precision import configure
     from resnet_tl.recipe import build_recipe
 
     recipe = build_recipe({"data": {"image_size": 32}, "model": {"backbone": "resnet50", "weights": "none"}, "train": {"precision": "float32"}})
@@ -95,8 +95,8 @@ def test_the_training_step_runs_plain_keras_graph_plus_only_the_input_preprocess
 
     import tensorflow as tf
 
-    from resnet_tl import bench
-    from resnet_tl.precision import configure
+    from resnet_tl.training import bench
+    from resnet_tl.training.precision import configure
     from resnet_tl.recipe import build_recipe
 
     recipe = build_recipe({"data": {"image_size": 32, "augment": {"flip": "none"}},
@@ -125,13 +125,13 @@ def test_the_training_step_runs_plain_keras_graph_plus_only_the_input_preprocess
 
 def test_bench_table_with_peer_fits_80_columns_untruncated(monkeypatch):
     """The human table (no --json) at a plain terminal's width: no header or cell cut to '…'."""
-    import resnet_tl.bench
+    import resnet_tl.training.bench
 
     doc = {"backbone": "resnet50", "image_size": 224, "batch_size": 8, "steps": 5, "device": "cpu", "backend": "tensorflow",
            "jit_compile": False, "distribute": "none", "replicas": 1, "loader_workers": 2, "input_images_per_s": 25622.0,
            "results": [{"precision": "mixed_bfloat16", "train_images_per_s": 6.8, "input_over_train": 3773.0,
                         "limited_by": "compute", "inference_images_per_s": 27.9, "peer_train_images_per_s": 7.0, "vs_peer": 0.97}]}
-    monkeypatch.setattr(resnet_tl.bench, "benchmark", lambda *a, **k: doc)
+    monkeypatch.setattr(resnet_tl.training.bench, "benchmark", lambda *a, **k: doc)
     res = CliRunner().invoke(app, ["bench", "--peer"], terminal_width=80)
     assert res.exit_code == 0, res.output
     assert "…" not in res.output and max(len(line) for line in res.output.splitlines()) <= 80

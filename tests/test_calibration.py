@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from resnet_tl.calibration import (
+from resnet_tl.inference.calibration import (
     Calibration, calibration_of, expected_calibration_error, fit_calibration, fit_temperature, load_calibration,
     nll, reliability_curve, temperature_scale, threshold_for_precision,
 )
@@ -186,7 +186,7 @@ def trained(tmp_path_factory):
     from helpers import bars_folder, tiny_recipe
 
     from resnet_tl.data import load_dataset
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     base = tmp_path_factory.mktemp("calibration")
     data = bars_folder(base / "data", n_per_class=40)
@@ -302,12 +302,12 @@ def test_predict_threshold_auto_marks_unsure_rows(trained, tmp_path):
 
 @pytest.mark.slow
 def test_exports_carry_the_temperature_in_their_sidecar(trained):
-    from resnet_tl.export import export_run
-    from resnet_tl.predict import predict
+    from resnet_tl.export.exporter import export_run
+    from resnet_tl.inference.predict import predict
 
     run = trained["run"]
     doc = json.loads((run / "calibration.json").read_text())
-    from resnet_tl.tflite_metadata import read_metadata
+    from resnet_tl.formats.tflite_metadata import read_metadata
 
     export_run(run, formats=["keras", "tflite"], quantize=["none"], check=False)
     for name in ("model.json", "model_float32.json"):

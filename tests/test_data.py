@@ -19,7 +19,7 @@ from conftest import MESSY_EXPECTED, make_class_folder, noise, save
 from resnet_tl.data import decode_bytes, decode_image, load_dataset, scan_folder
 from resnet_tl.data.batches import ArrayBatches, class_weights
 from resnet_tl.data.cache import DecodeCache, materialize
-from resnet_tl.data.report import data_report
+from resnet_tl.data.data_report import data_report
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
 
@@ -198,7 +198,7 @@ def test_interrupted_index_write_leaves_a_usable_cache(tmp_path, monkeypatch):
     save(noise(20, 20, 77), root / "a" / "000.png")
     save(noise(20, 20, 78), root / "b" / "extra.png")
 
-    import resnet_tl.io as rio
+    import resnet_tl.fileio as rio
 
     def crash(*a, **k):
         raise KeyboardInterrupt("killed between data write and index replace")
@@ -310,7 +310,7 @@ def test_data_check_cli(messy_folder, tmp_path, monkeypatch):
 
 def test_data_package_never_imports_tensorflow_or_keras():
     code = (
-        "import sys, resnet_tl.data, resnet_tl.data.batches, resnet_tl.data.report, resnet_tl.cli.data;"
+        "import sys, resnet_tl.data, resnet_tl.data.batches, resnet_tl.data.data_report, resnet_tl.cli.data;"
         "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; assert not bad, bad"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

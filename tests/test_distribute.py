@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_tl.distribute import Cluster, check_batch_size, cluster_from, resolve_distribute
+from resnet_tl.training.distribute import Cluster, check_batch_size, cluster_from, resolve_distribute
 from resnet_tl.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

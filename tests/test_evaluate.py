@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import make_class_folder
 from helpers import tiny_recipe
-from resnet_tl.metrics import classification_metrics, resolve_top_k
+from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
 
 # ------------------------------------------------------------ fixed case
 # y_true and probabilities of 8 images over classes a, b, c; by hand:
@@ -91,7 +91,7 @@ def test_default_top_k():
 def trained(tmp_path_factory):
     """A finished tiny run on a real folder with train/ val/ test/, and a folder without test/."""
     from resnet_tl.data import load_dataset
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     base = tmp_path_factory.mktemp("evalrun")
     data = base / "data"
@@ -173,10 +173,10 @@ def test_model_file_needs_data_and_labels(trained, tmp_path):
 
 def test_tta_averages_the_model_over_the_views(trained, tmp_path):
     from resnet_tl.data import load_dataset
-    from resnet_tl.evaluate import evaluate
+    from resnet_tl.evaluation.evaluate import evaluate
     from resnet_tl.recipe import load_recipe
-    from resnet_tl.runtimes import load_keras_model
-    from resnet_tl.tta import VIEWS, views
+    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.inference.tta import VIEWS, views
 
     run = Path(trained["run"])
     res = _cli(run, "--tta", "--out", tmp_path / "tta", "--json")

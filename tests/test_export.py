@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 
 from helpers import bars_dataset, tiny_recipe
 from resnet_tl.errors import ExportCheckFailed, UserError
-from resnet_tl.export import plan_artifacts
+from resnet_tl.export.exporter import plan_artifacts
 from resnet_tl.formats import FORMATS, QUANT_NAMES as QUANTIZE
 
 SCHEDULE = [{"name": "all", "epochs": 6, "train": "all", "lr": 3e-3, "batchnorm": "train"}]
 
 
 def _train(out: Path, name: str, **sections):
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     ds = bars_dataset(n_per_class=48)
     result = train(tiny_recipe(SCHEDULE, **sections), out=out, name=name, dataset=ds)
@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(trained):
-    from resnet_tl.export import export_run
+    from resnet_tl.export.exporter import export_run
 
     run, ds = trained
     # Every row of the format table: the round-trip tests below cover each one.
@@ -46,7 +46,7 @@ def exported(trained):
 
 
 def _keras_probs(run: Path, x: np.ndarray) -> np.ndarray:
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     return load_predictor(run / "model.keras")(x)
 
@@ -89,7 +89,7 @@ def test_every_artifact_passes_parity_in_its_runtime(exported):
 
 @pytest.mark.slow
 def test_int8_agreement_is_measured_from_real_outputs(exported):
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     run, ds, result = exported
     art = next(a for a in result.artifacts if a.quantize == "int8")
@@ -109,7 +109,7 @@ def test_int8_agreement_is_measured_from_real_outputs(exported):
 
 @pytest.mark.slow
 def test_every_format_round_trips_through_one_interface(exported):
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     run, ds, result = exported
     ref = _keras_probs(run, ds.x_val[:5])
@@ -126,7 +126,7 @@ def test_every_format_round_trips_through_one_interface(exported):
 # ------------------------------------------------------------------ apps: metadata, MediaPipe
 @pytest.mark.slow
 def test_every_tflite_carries_metadata_and_labels(exported):
-    from resnet_tl.tflite_metadata import read_metadata
+    from resnet_tl.formats.tflite_metadata import read_metadata
 
     run, ds, result = exported
     for a in (a for a in result.artifacts if a.runtime == "litert"):
@@ -147,7 +147,7 @@ def test_every_tflite_carries_metadata_and_labels(exported):
 @pytest.mark.slow
 def test_mediapipe_reads_category_names_from_every_variant(exported):
     """MediaPipe's own ImageClassifier, given image files: names come out of the model and agree with Keras."""
-    from resnet_tl.app_runtime import MediaPipeClassifier
+    from resnet_tl.export.app_check import MediaPipeClassifier
 
     run, ds, result = exported
     rows = [a for a in result.artifacts if a.runtime == "mediapipe"]
@@ -252,13 +252,13 @@ def test_serving_bytes_agrees_with_predict_on_exif_and_rgba_files(exported, tmp_
 # ------------------------------------------------------------------ mixed precision
 @pytest.mark.slow
 def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
-    from resnet_tl.export import export_run, float32_copy
+    from resnet_tl.export.exporter import export_run, float32_copy
 
     run, ds = _train(tmp_path, "bf16", train={"precision": "mixed_bfloat16"})
     result = export_run(run, ["savedmodel", "tflite"], ["none", "int8"], dataset=ds)
     assert [(a.runtime, a.check) for a in result.artifacts] == [
         ("tensorflow", "passed"), ("litert", "passed"), ("mediapipe", "passed"), ("litert", "passed"), ("mediapipe", "passed")]
-    from resnet_tl.export import load_model as _load_model
+    from resnet_tl.export.exporter import load_model as _load_model
     from resnet_tl.recipe import load_recipe
 
     model = _load_model(run / "model.keras")
@@ -284,7 +284,7 @@ def test_cli_no_check_json_is_one_document(trained):
 
 
 def test_failed_check_exits_1_keeps_files_and_marks_them(trained, monkeypatch):
-    import resnet_tl.export as export_mod
+    import resnet_tl.export.exporter as export_mod
 
     run, ds = trained
     monkeypatch.setattr("resnet_tl.data.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
@@ -310,7 +310,7 @@ def test_user_errors_exit_2(trained, tmp_path):
 
 
 def test_plan_and_representative_sample():
-    from resnet_tl.export import plan_artifacts, representative_sample
+    from resnet_tl.export.exporter import plan_artifacts, representative_sample
 
     assert plan_artifacts(["savedmodel", "tflite"], ["none", "int8"]) == [
         ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8")]
@@ -322,7 +322,7 @@ def test_plan_and_representative_sample():
 
 
 def test_runtimes_reject_unknown_paths(tmp_path):
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     with pytest.raises(UserError, match="no such file"):
         load_predictor(tmp_path / "nope.tflite")
@@ -343,7 +343,7 @@ def test_onnx_export_runs_in_onnxruntime(exported):
 # ------------------------------------------------------------------ OpenVINO IR (the [openvino] extra; in [test])
 @pytest.mark.slow
 def test_openvino_ir_runs_in_openvino(exported):
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     run, ds, result = exported
     (art,) = [a for a in result.artifacts if a.format == "openvino"]
@@ -357,7 +357,7 @@ def test_openvino_ir_runs_in_openvino(exported):
 
 # ------------------------------------------------------------------ the gates
 def test_gates_hold_accuracy_drop_as_well_as_agreement():
-    from resnet_tl.export import gates
+    from resnet_tl.export.exporter import gates
     from resnet_tl.recipe import ExportConfig
 
     cfg = ExportConfig(min_agreement_int8=0.97, max_accuracy_drop=0.01)
@@ -378,8 +378,8 @@ def _copy_run(run: Path, dest: Path) -> Path:
 
 
 def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_path, monkeypatch):
-    import resnet_tl.export as export_mod
-    import resnet_tl.runtimes as runtimes
+    import resnet_tl.export.exporter as export_mod
+    import resnet_tl.formats.predictor as runtimes
 
     run, ds = trained
     run = _copy_run(run, tmp_path / "run")
@@ -417,8 +417,8 @@ def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_
 
 
 def test_a_one_class_model_is_warned_about(trained, tmp_path, monkeypatch):
-    from resnet_tl.export import export_run
-    from resnet_tl.runtimes import load_keras_model
+    from resnet_tl.export.exporter import export_run
+    from resnet_tl.formats.predictor import load_keras_model
 
     run, ds = trained
     run = _copy_run(run, tmp_path / "run")
@@ -443,7 +443,7 @@ def test_parity_streams_a_memory_mapped_split(trained, tmp_path):
     import tracemalloc
 
     from helpers import ArrayDataset
-    from resnet_tl.export import export_run
+    from resnet_tl.export.exporter import export_run
 
     run, ds = trained
     n = 8000

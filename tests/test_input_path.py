@@ -32,7 +32,7 @@ def test_training_model_gives_the_same_outputs_and_gradients_for_uint8_and_float
     reference is the float32 batch the trainer sent before."""
     import keras
 
-    from resnet_tl.model import build_classifier
+    from resnet_tl.models.classifier import build_classifier
     from resnet_tl.recipe import ModelConfig
 
     x, _ = _pixels(4)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_tl import checkpoint
+from resnet_tl.training import checkpoint
 
 
 def _peak(fn) -> int:

@@ -41,7 +41,7 @@ def load_without_resnet_tl(paths, x: np.ndarray, tmp_path) -> list[np.ndarray]:
 def test_classifier_and_every_preprocessing_mode_load_without_resnet_tl(tmp_path):
     import keras
 
-    from resnet_tl.model import build_classifier, preprocess
+    from resnet_tl.models.classifier import build_classifier, preprocess
     from resnet_tl.recipe import build_recipe
 
     x = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.float32)
@@ -62,7 +62,7 @@ def test_preprocess_matches_the_old_custom_layer():
     """The built-in layers compute what `Preprocess` computed, for every mode (old runs and new agree)."""
     import keras
 
-    from resnet_tl.model import Preprocess, preprocess
+    from resnet_tl.models.classifier import Preprocess, preprocess
 
     x = np.random.default_rng(1).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     for mode in ("caffe", "tf", "torch"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import bars_dataset, tiny_recipe
 
-from resnet_tl import precision as precision_mod
-from resnet_tl.precision import Device, resolve_jit, resolve_precision
+from resnet_tl.training import precision as precision_mod
+from resnet_tl.training.precision import Device, resolve_jit, resolve_precision
 
 V100 = Device("gpu", "Tesla V100", (7, 0))
 T4 = Device("gpu", "Tesla T4", (7, 5))
@@ -85,10 +85,10 @@ def test_mixed_float16_wraps_our_optimizer_in_loss_scaling():
     """Keras adds the LossScaleOptimizer at compile; per-stage rates still apply inside it."""
     import keras
 
-    from resnet_tl.model import build_classifier
+    from resnet_tl.models.classifier import build_classifier
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.optimizers import make_optimizer
-    from resnet_tl.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
+    from resnet_tl.training.optimizers import make_optimizer
+    from resnet_tl.training.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
 
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     ds = bars_dataset(n_per_class=4, n_val_per_class=1)
@@ -119,6 +119,6 @@ def test_mixed_float16_wraps_our_optimizer_in_loss_scaling():
 
 
 def train_run(recipe, tmp_path, ds):
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     return train(recipe, out=tmp_path, name="r", dataset=ds)

@@ -14,13 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from helpers import bars_dataset, tiny_recipe
-from resnet_tl.predict import to_csv
+from resnet_tl.inference.predict import to_csv
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny run that tells the bars apart, and its validation images as PNG/JPEG files."""
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     base = tmp_path_factory.mktemp("predict")
     ds = bars_dataset(n_per_class=16, n_val_per_class=4)
@@ -46,7 +46,7 @@ def _cli(*args):
 
 
 def test_files_folders_globs_and_an_unreadable_file(trained):
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     imgs = trained["imgs"]
     pngs = sorted(p for p in imgs.rglob("*.png") if ".hidden" not in p.parts and p.name != "broken.png")
@@ -115,8 +115,8 @@ def test_output_never_overwrites_an_input_image(trained, tmp_path):
 
 @pytest.mark.slow
 def test_every_model_format_gives_the_same_top1(trained):
-    from resnet_tl.export import export_run
-    from resnet_tl.predict import predict
+    from resnet_tl.export.exporter import export_run
+    from resnet_tl.inference.predict import predict
 
     run = Path(trained["run"])
     export_run(run, ["keras", "savedmodel", "tflite"], ["none"], check=False)
@@ -145,7 +145,7 @@ def _rows_by_path(rows):
 def test_iter_inputs_is_lazy_and_never_repeats(trained):
     import types
 
-    from resnet_tl.predict import iter_inputs
+    from resnet_tl.inference.predict import iter_inputs
 
     imgs = trained["imgs"]
     it = iter_inputs([str(imgs)])
@@ -209,7 +209,7 @@ def unsure(trained, tmp_path_factory):
     and 1, where the trained bars model (and even an untrained one, whose logits are huge) gives
     1.0 for everything. Untrained backbone; the head projects standardised features to logits ~N(0, 1)."""
     from resnet_tl.data.decode import decode_image
-    from resnet_tl.model import build_classifier, feature_extractor, head_of
+    from resnet_tl.models.classifier import build_classifier, feature_extractor, head_of
 
     model = build_classifier(tiny_recipe([{"epochs": 1}]).model, 2, 16)
     files = [p for p in trained["imgs"].rglob("*.png") if ".hidden" not in p.parts and p.name != "broken.png"]
@@ -235,7 +235,7 @@ def _cut_between(probs: list[float]) -> float:
 
 
 def test_threshold_marks_low_confidence_rows_unsure(trained, unsure):
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     inputs = [str(trained["imgs"])]
     plain = predict(unsure, inputs, top_k=1)
@@ -277,7 +277,7 @@ def test_threshold_auto_needs_a_calibrated_run(trained, tmp_path):
 def test_tta_views_are_a_flip_and_resized_crops():
     from PIL import Image
 
-    from resnet_tl.tta import CROP, VIEWS, predict_tta, views
+    from resnet_tl.inference.tta import CROP, VIEWS, predict_tta, views
 
     x = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     v = views(x)
@@ -294,7 +294,7 @@ def test_tta_views_are_a_flip_and_resized_crops():
 
 
 def test_predict_with_tta(trained):
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     r = predict(trained["run"], [str(trained["imgs"])], top_k=2, tta=True)
     assert r["tta"] is True and r["predicted"] > 8
@@ -327,7 +327,7 @@ def _sources(trained, tmp_path) -> Path:
 
 
 def test_sort_into_copy_is_idempotent_and_leaves_sources(trained, tmp_path):
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     src = _sources(trained, tmp_path)
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
@@ -362,7 +362,7 @@ def test_sort_into_copy_is_idempotent_and_leaves_sources(trained, tmp_path):
 
 
 def test_sort_into_link_move_and_unsure(trained, unsure, tmp_path):
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     src = _sources(trained, tmp_path)
     top1 = [r["top"][0]["probability"] for r in predict(unsure, [str(src)], top_k=1)["rows"] if r["top"]]
@@ -425,7 +425,7 @@ def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
     import sys
     import types
 
-    from resnet_tl.predict import predict
+    from resnet_tl.inference.predict import predict
 
     asked = []
 
@@ -441,9 +441,9 @@ def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
             asked.append(p)
             return 0.5 + 1e-4
 
-    fake = types.ModuleType("resnet_tl.calibration")
+    fake = types.ModuleType("resnet_tl.inference.calibration")
     fake.load_calibration = lambda model: Cal() if str(model) == str(unsure) else None
-    monkeypatch.setitem(sys.modules, "resnet_tl.calibration", fake)
+    monkeypatch.setitem(sys.modules, "resnet_tl.inference.calibration", fake)
     raw = predict(unsure, [str(trained["imgs"])], top_k=2)
     r = predict(unsure, [str(trained["imgs"])], top_k=2, threshold="auto", min_precision=0.9)
     assert asked == [0.9] and r["threshold"] == 0.5 + 1e-4

@@ -20,10 +20,10 @@ from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 import reference_resnet as ref
-import resnet_tl.model  # noqa: F401  registers Preprocess, which the saved models use
-from resnet_tl import pretrained
-from resnet_tl.convert import convert
-from resnet_tl.pretrained import backbone_with_weights
+import resnet_tl.models.classifier  # noqa: F401  registers Preprocess, which the saved models use
+from resnet_tl.models import pretrained
+from resnet_tl.models.convert import convert
+from resnet_tl.models.pretrained import backbone_with_weights
 from resnet_tl.cli import app
 from resnet_tl.errors import UserError
 
@@ -141,7 +141,7 @@ def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
 # ------------------------------------------------------------------- schedule
 def test_freezing_a_random_backbone_warns_once():
     from resnet_tl.recipe import build_recipe
-    from resnet_tl.schedule import expand_schedule
+    from resnet_tl.training.schedule import expand_schedule
 
     stages = ("stem", "conv2", "conv3", "conv4", "conv5")
     frozen = build_recipe({"model": {"backbone": "resnet18", "weights": "none"}})  # default: head, then conv5

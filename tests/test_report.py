@@ -16,7 +16,7 @@ HOSTILE = '<b>bold</b> & "quoted"'  # a class name that must reach the page as t
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     ds = bars_dataset(n_per_class=12, n_val_per_class=6)
     ds.classes = [HOSTILE, "plain"]
@@ -86,7 +86,7 @@ def test_curves_and_tensorboard_scalars(run_dir):
 def test_without_tensorflow_the_report_says_so(run_dir, tmp_path, monkeypatch):
     import importlib.util
 
-    from resnet_tl import report
+    from resnet_tl.evaluation import html_report as report
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))

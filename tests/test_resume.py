@@ -143,7 +143,7 @@ def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference):
 def test_failing_checkpoint_write_stops_and_keeps_the_previous(tmp_path, monkeypatch):
     from helpers import bars_dataset, tiny_recipe
 
-    from resnet_tl import train as train_mod
+    from resnet_tl.training import train as train_mod
 
     calls = {"n": 0}
     real_open = open
@@ -169,7 +169,7 @@ def test_failing_checkpoint_write_stops_and_keeps_the_previous(tmp_path, monkeyp
 def test_unusable_output_location_fails_before_training(tmp_path):
     from helpers import bars_dataset, tiny_recipe
 
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -187,7 +187,7 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one_then_fails_in_one_lin
     from helpers import bars_dataset, tiny_recipe
 
     from resnet_tl.runs import RunPaths, write_status
-    from resnet_tl.train import train
+    from resnet_tl.training.train import train
 
     ds = bars_dataset(n_per_class=4, n_val_per_class=2)
     recipe = tiny_recipe([{"epochs": 2, "train": "head"}])
@@ -217,10 +217,10 @@ def test_damaged_checkpoint_falls_back_to_the_previous_one_then_fails_in_one_lin
 def test_resume_refuses_keys_the_checkpoint_depends_on(tmp_path, key, value):
     from helpers import tiny_recipe
 
-    from resnet_tl.io import atomic_write_text
+    from resnet_tl.fileio import atomic_write_text
     from resnet_tl.recipe import dump_recipe, locked_view
     from resnet_tl.runs import create_run_dir, write_status
-    from resnet_tl.train import resume_recipe
+    from resnet_tl.training.train import resume_recipe
 
     recipe = tiny_recipe([{"epochs": 2, "train": "head"}])
     paths = create_run_dir(tmp_path, "r")

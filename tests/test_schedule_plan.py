@@ -6,7 +6,7 @@ import pytest
 
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import PhaseConfig, build_recipe
-from resnet_tl.schedule import expand_schedule, lr_at, select_stages
+from resnet_tl.training.schedule import expand_schedule, lr_at, select_stages
 
 STAGES = ("stem", "conv2", "conv3", "conv4", "conv5")
 CIFAR = ("stem", "conv2", "conv3", "conv4")

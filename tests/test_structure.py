@@ -88,17 +88,17 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_every_format_has_a_writer_and_a_loader():
-    from resnet_tl.export import WRITERS
+    from resnet_tl.export.exporter import WRITERS
     from resnet_tl.formats import FORMATS
-    from resnet_tl.runtimes import LOADERS
+    from resnet_tl.formats.predictor import LOADERS
 
     assert set(WRITERS) == set(FORMATS) == set(LOADERS)
 
 
 def test_recipe_choices_come_from_the_tables():
-    from resnet_tl.backbones import BACKBONES
+    from resnet_tl.models.backbones import BACKBONES
     from resnet_tl.formats import FORMATS, QUANT_NAMES
-    from resnet_tl.optimizers import OPTIMIZERS
+    from resnet_tl.training.optimizers import OPTIMIZERS
     from resnet_tl.recipe import build_recipe
 
     for name in BACKBONES:

@@ -50,6 +50,6 @@ CASES = [
 
 @pytest.mark.parametrize("build,expected", CASES)
 def test_min_parser_version_follows_the_schema_table(build, expected):
-    from resnet_tl.tflite_metadata import min_parser_version
+    from resnet_tl.formats.tflite_metadata import min_parser_version
 
     assert min_parser_version(_packed(build)) == expected

@@ -22,7 +22,7 @@ def bench(
     json_: JsonOpt = False,
 ) -> None:
     """Images/s of training, of the input path alone and of inference; which of them limits."""
-    from resnet_tl.bench import benchmark
+    from resnet_tl.training.bench import benchmark
     from resnet_tl.errors import UserError
     from resnet_tl.recipe import load_recipe
 

@@ -27,7 +27,7 @@ def check(
     """Scan DIR: classes, splits, every skipped file and why, duplicates, leakage. Exit 0 when training could proceed, 2 when not."""
     from rich.console import Console
 
-    from resnet_tl.data.report import data_report, render_report
+    from resnet_tl.data.data_report import data_report, render_report
     from resnet_tl.data.scan import scan_folder
     from resnet_tl.errors import UserError
     from resnet_tl.recipe import DataConfig

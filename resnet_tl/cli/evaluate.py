@@ -20,7 +20,7 @@ def evaluate(
     json_: JsonOpt = False,
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1, confusion matrix, most confidently wrong images."""
-    from resnet_tl.evaluate import evaluate as run_eval
+    from resnet_tl.evaluation.evaluate import evaluate as run_eval
 
     result = run_eval(target, data=data, split=split, labels=labels, out=out_dir, tta=tta)
     if json_:

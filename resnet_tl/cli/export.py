@@ -1,4 +1,4 @@
-"""`resnet-tl export`: parse flags, call `resnet_tl.export.export_run`, render the parity report."""
+"""`resnet-tl export`: parse flags, call `resnet_tl.export.exporter.exporter.export_run`, render the parity report."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def export(
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.errors import ExportCheckFailed
-    from resnet_tl.export import export_run
+    from resnet_tl.export.exporter.exporter import export_run
 
     say = (lambda msg: None) if json_ else (lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
     try:

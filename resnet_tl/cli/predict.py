@@ -29,8 +29,8 @@ def predict(
 ) -> None:
     """Predict classes of images; unreadable files are listed with the reason."""
     from resnet_tl.cli.progress import FileProgress
-    from resnet_tl import predict as lib
-    from resnet_tl.sort import classify_folder
+    from resnet_tl.inference import predict as lib
+    from resnet_tl.inference.sort import classify_folder
 
     from resnet_tl.errors import UserError
 

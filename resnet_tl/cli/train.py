@@ -1,4 +1,4 @@
-"""`resnet-tl train`: parse flags, load the recipe, call `resnet_tl.train.train`, render."""
+"""`resnet-tl train`: parse flags, load the recipe, call `resnet_tl.training.train.train`, render."""
 
 from __future__ import annotations
 
@@ -24,21 +24,21 @@ def train(
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.recipe import load_recipe
-    from resnet_tl.train import resume_recipe
+    from resnet_tl.training.train import resume_recipe
 
     if resume:
         r = resume_recipe(resume, recipe, set_ or [], data)
     else:
         r = load_recipe(recipe, set_ or [], data_dir=data)
     if dry_run:
-        from resnet_tl.train import plan
+        from resnet_tl.training.train import plan
 
         rows = plan(r)
         emit_json(rows) if json_ else _render_plan(rows)
         return
     from resnet_tl.cli.progress import TrainProgress
-    from resnet_tl.distribute import cluster_from
-    from resnet_tl.train import train as run_training
+    from resnet_tl.training.distribute import cluster_from
+    from resnet_tl.training.train import train as run_training
 
     cluster = cluster_from(coordinator, num_processes, process_id)
     chief = cluster is None or cluster.process_id == 0

@@ -15,7 +15,7 @@ app = typer.Typer(help="Pretrained weights: where they come from, and converting
 @app.command("list", help="Per backbone: the model.weights values that bring pretrained weights, size, published ImageNet top-1.")
 @cli_errors
 def list_(json_: JsonOpt = False) -> None:
-    from resnet_tl.weight_sources import list_weights
+    from resnet_tl.models.weight_sources import list_weights
 
     rows = list_weights()
     if json_:
@@ -45,7 +45,7 @@ def convert(
     data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    from resnet_tl.convert import convert as run_convert
+    from resnet_tl.models.convert import convert as run_convert
 
     result = run_convert(checkpoint, out_file, backbone=backbone, image_size=image_size, labels_file=labels, data_dir=data)
     if json_:

@@ -34,7 +34,7 @@ import numpy as np
 from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_write_json
+from resnet_tl.fileio import atomic_write_json
 
 if TYPE_CHECKING:
     from resnet_tl.data.scan import Scan

@@ -105,10 +105,10 @@ def configure(cfg: TrainConfig, cluster=None) -> Setup:
     """Set the global dtype policy for `cfg.precision`, resolve jit_compile and
     set up `cfg.distribute`.
 
-    cluster: a `resnet_tl.distribute.Cluster` for multi-worker runs; default:
+    cluster: a `resnet_tl.training.distribute.Cluster` for multi-worker runs; default:
     the one named by the RESNET_TL_* environment variables, if any.
     """
-    from resnet_tl import distribute
+    from resnet_tl.training import distribute
     from resnet_tl.kerasenv import keras_module
 
     keras = keras_module()

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from resnet_tl.io import atomic_write_text
+from resnet_tl.fileio import atomic_write_text
 
 TENSORBOARD_DIR = "tensorboard"
 

@@ -18,8 +18,8 @@ from resnet_tl.kerasenv import keras_module
 keras = keras_module()
 from keras import layers, ops  # noqa: E402
 
-from resnet_tl.backbones import BACKBONES, stage_of  # noqa: E402
-from resnet_tl.pretrained import backbone_with_weights  # noqa: E402
+from resnet_tl.models.backbones import BACKBONES, stage_of  # noqa: E402
+from resnet_tl.models.pretrained import backbone_with_weights  # noqa: E402
 from resnet_tl.recipe import HeadConfig, ModelConfig  # noqa: E402
 
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)

@@ -163,7 +163,7 @@ def load_keras_model(path: str | Path):
     from resnet_tl.kerasenv import keras_module
 
     keras = keras_module()
-    import resnet_tl.model  # noqa: F401  registers Preprocess
+    import resnet_tl.models.classifier  # noqa: F401  registers Preprocess
 
     return keras.saving.load_model(str(path), safe_mode=True, compile=False)
 

@@ -1,8 +1,8 @@
 """Evaluate a classifier on a split and write the files a person looks at.
 
 `evaluate(run_or_model, ...)` loads a run (or a bare model file and a data
-folder), predicts a split (`resnet_tl.runtimes`), computes its figures
-(`resnet_tl.metrics`) and writes ``eval/<split>/``::
+folder), predicts a split (`resnet_tl.formats.predictor`), computes its figures
+(`resnet_tl.evaluation.metrics`) and writes ``eval/<split>/``::
 
     metrics.json  confusion_matrix.csv  confusion_matrix.png  reliability.png
     misclassified.csv  misclassified/<rank>.png (the images the model saw)
@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from resnet_tl.calibration import calibration_report, load_calibration
+from resnet_tl.inference.calibration import calibration_report, load_calibration
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from resnet_tl.metrics import classification_metrics, resolve_top_k
+from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
 from resnet_tl.runs import is_run, read_labels, resolve_model
-from resnet_tl.runtimes import predict_probs
-from resnet_tl.tta import predict_tta
+from resnet_tl.formats.predictor import predict_probs
+from resnet_tl.inference.tta import predict_tta
 
 SPLITS = ("val", "test")
 
@@ -38,7 +38,7 @@ SPLITS = ("val", "test")
 def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
     """metrics.json, confusion_matrix.csv/.png, reliability.png, misclassified.csv and the
     misclassified images (from `images`, the uint8 arrays the model saw) in `out_dir`."""
-    from resnet_tl.plots import plot_confusion, plot_reliability
+    from resnet_tl.evaluation.plots import plot_confusion, plot_reliability
 
     out_dir = Path(out_dir)
     thumbs = out_dir / "misclassified"
@@ -147,7 +147,7 @@ def evaluate(
     text file, one class per line); its files go to `out` (default:
     eval/<model stem>/<split>/ beside the model). Never writes into the data
     folder. tta: average each image's probabilities over a flip and crops
-    (`resnet_tl.tta`, 5 model calls per image). Returns the metrics with
+    (`resnet_tl.inference.tta`, 5 model calls per image). Returns the metrics with
     `model`, `split`, `data`, `tta`, `seconds` (prediction time) and `out_dir`.
     """
     from resnet_tl.data import load_dataset
@@ -189,7 +189,7 @@ def evaluate(
               "calibration": calibration_report(probs, y, cal.temperature if cal else None)}
     write_eval(out_dir, result, x)
     if t.run is not None:
-        from resnet_tl.report import write_report
+        from resnet_tl.evaluation.html_report import write_report
 
         write_report(t.run.root)
     return {**result, "out_dir": str(out_dir)}
@@ -197,7 +197,7 @@ def evaluate(
 
 def _open_target(target: str | Path, labels: str | Path | None) -> _Target:
     from resnet_tl.recipe import DataConfig, EvaluateConfig, load_recipe
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     model_path, run = resolve_model(target)
     predictor = load_predictor(model_path)

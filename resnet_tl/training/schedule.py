@@ -1,6 +1,6 @@
 """Freeze/unfreeze schedules: phase expansion, stage selection, freezing,
 per-stage learning rates and the learning-rate curve of a phase (the
-optimizers themselves are in `resnet_tl.optimizers`).
+optimizers themselves are in `resnet_tl.training.optimizers`).
 
 Stages are named as Keras names them: ``stem``, ``conv2`` .. ``conv5`` (CIFAR
 ResNets stop at ``conv4``), then ``head``. Depth below the head counts from
@@ -13,7 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from resnet_tl.augment import is_identity
+from resnet_tl.training.augment import is_identity
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import AugmentConfig, GradualPhase, PhaseConfig, Recipe
 
@@ -149,7 +149,7 @@ def apply_freezing(classifier, phase: Phase) -> None:
     (and leaves them untouched) whenever a BatchNormalization layer has
     trainable=False, so 'frozen' means exactly that.
     """
-    from resnet_tl.model import stage_layers
+    from resnet_tl.models.classifier import stage_layers
 
     keras = __import__("keras")
     classifier.trainable = True  # containers must be trainable for their leaves to count
@@ -162,7 +162,7 @@ def apply_freezing(classifier, phase: Phase) -> None:
 
 def lr_multipliers(classifier, phase: Phase, stages: tuple[str, ...]) -> dict[str, float]:
     """variable.path -> factor^depth for layer-wise lr decay (only factors != 1)."""
-    from resnet_tl.model import stage_layers
+    from resnet_tl.models.classifier import stage_layers
 
     factor = phase.config.lr_decay_per_stage
     if factor == 1.0:
@@ -221,7 +221,7 @@ def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
 
 def phase_optimizer(classifier, phase: Phase, stages: tuple[str, ...], steps_per_epoch: int):
     """The optimizer a phase trains with: its optimizer row, lr curve and per-stage rates."""
-    from resnet_tl.optimizers import make_optimizer
+    from resnet_tl.training.optimizers import make_optimizer
 
     return make_optimizer(phase.config, make_lr_schedule(phase.config, steps_per_epoch),
                           lr_multipliers(classifier, phase, stages))

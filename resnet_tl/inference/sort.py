@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from resnet_tl import faults
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_path, atomic_write_text
-from resnet_tl.predict import PredictStream, csv_cells, csv_header, predict_stream
+from resnet_tl.fileio import atomic_path, atomic_write_text
+from resnet_tl.inference.predict import PredictStream, csv_cells, csv_header, predict_stream
 
 MODES = ("copy", "link", "move")
 UNSURE = "_unsure"

@@ -67,12 +67,12 @@ def _batches(x, y, batch_size, seed, setup):
 def build_trainer(recipe, setup, x, y):
     """(compiled training model, classifier, batches) as `train` builds them: every
     stage training, augmentation on the device, the trainer's uint8 batches of x, y."""
-    from resnet_tl.augment import build_augmenter
-    from resnet_tl.backbones import BACKBONES
+    from resnet_tl.training.augment import build_augmenter
+    from resnet_tl.models.backbones import BACKBONES
     from resnet_tl.kerasenv import keras_module
-    from resnet_tl.model import build_classifier
+    from resnet_tl.models.classifier import build_classifier
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.schedule import Phase, all_stages, apply_freezing, phase_optimizer
+    from resnet_tl.training.schedule import Phase, all_stages, apply_freezing, phase_optimizer
 
     keras = keras_module()
     tc, size = recipe.train, recipe.data.image_size
@@ -100,7 +100,7 @@ def build_trainer(recipe, setup, x, y):
 def build_peer(recipe, setup):
     """Plain Keras for the recipe's backbone: the keras.applications model with its
     own top, Adam, compiled like a Keras guide does; None when Keras has no such model."""
-    from resnet_tl.backbones import BACKBONES
+    from resnet_tl.models.backbones import BACKBONES
     from resnet_tl.kerasenv import keras_module
 
     if BACKBONES[recipe.model.backbone].family not in ("keras_v1", "keras_v2"):
@@ -148,9 +148,9 @@ def benchmark(
     input_over_train (input images/s / training images/s) and limited_by
     ("input" when that ratio is below 1, else "compute").
     """
-    from resnet_tl import precision as precision_mod
+    from resnet_tl.training import precision as precision_mod
     from resnet_tl.data.prefetch import loader_workers
-    from resnet_tl.runtimes import predict_probs
+    from resnet_tl.formats.predictor import predict_probs
     from resnet_tl.kerasenv import keras_module
 
     keras = keras_module()

@@ -1,7 +1,7 @@
 """Checkpoints of a run: training state, best weights and history, written atomically.
 
 A run folder's ``checkpoint/`` holds three files, each written whole or not
-at all (`resnet_tl.io.atomic_path`):
+at all (`resnet_tl.fileio.atomic_path`):
 
     last.npz   every variable of the classifier ("model/00000", ...), of the
                augmenter ("augment/...") and of the optimizer ("optimizer/..."),
@@ -34,7 +34,7 @@ import numpy as np
 
 from resnet_tl import faults
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_path, atomic_write_text
+from resnet_tl.fileio import atomic_path, atomic_write_text
 from resnet_tl.runs import RunPaths
 
 CHECKPOINT_VERSION = 1
@@ -164,7 +164,7 @@ def write_history(paths: RunPaths, rows: list[dict]) -> None:
 
 
 def variables_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
-    from resnet_tl.distribute import to_numpy
+    from resnet_tl.training.distribute import to_numpy
 
     return {f"{prefix}{i:05d}": to_numpy(v) for i, v in enumerate(variables)}
 

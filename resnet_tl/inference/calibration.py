@@ -307,7 +307,7 @@ def load_calibration(path: str | Path) -> Calibration | None:
             raise UserError(f"'{f}': not readable JSON ({e})") from None
         return _from_doc(doc, str(f))
     from resnet_tl.formats import detect_format
-    from resnet_tl.runtimes import read_sidecar
+    from resnet_tl.formats.predictor import read_sidecar
 
     doc = read_sidecar(p, detect_format(p)) or {}
     return _from_doc(doc, f"the sidecar of '{p}'") if doc.get("temperature") else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.errors import UserError
-from resnet_tl.pretrained import assign, check_backbone, infer_backbone, plan, read_checkpoint
+from resnet_tl.models.pretrained import assign, check_backbone, infer_backbone, plan, read_checkpoint
 
 PREPROCESSING_NOTE = "inside the model: RGB 0..255 -> /255, minus ImageNet mean, over std (torchvision)"
 
@@ -55,7 +55,7 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     if as_run:
         return {**_write_run(out, classifier, labels, ref, inferred, image_size, report, data_dir), **summary}
 
-    from resnet_tl.io import atomic_path, atomic_write_json
+    from resnet_tl.fileio import atomic_path, atomic_write_json
 
     with atomic_path(out) as tmp:
         classifier.save(tmp)
@@ -67,7 +67,7 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
 
 
 def _classifier(backbone: str, classes: int, image_size: int, groups: dict):
-    from resnet_tl.model import backbone_of, build_classifier, head_of
+    from resnet_tl.models.classifier import backbone_of, build_classifier, head_of
     from resnet_tl.recipe import ModelConfig
 
     classifier = build_classifier(ModelConfig(backbone=backbone, weights="none"), classes, image_size)
@@ -79,7 +79,7 @@ def _classifier(backbone: str, classes: int, image_size: int, groups: dict):
 def _write_run(out: Path, classifier, labels, ref, backbone, image_size, report, data_dir) -> dict:
     """A run folder without training (recipe.yaml, labels.txt, model.keras, status.json), so that
     `resnet-tl export` and `evaluate` take the converted model like a trained one."""
-    from resnet_tl.io import atomic_path, atomic_write_text
+    from resnet_tl.fileio import atomic_path, atomic_write_text
     from resnet_tl.recipe import build_recipe, dump_recipe
     from resnet_tl.runs import create_run_dir, write_labels, write_status
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_tl.backbones import BACKBONES, build_backbone
+from resnet_tl.models.backbones import BACKBONES, build_backbone
 from resnet_tl.errors import UserError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")

@@ -4,7 +4,7 @@
 
 The model is a run folder (its model.keras and labels.txt), a ``.keras``
 file, a SavedModel folder, a ``.tflite`` or an ``.onnx`` file
-(`resnet_tl.runtimes.load_predictor`); every format gives the same rows.
+(`resnet_tl.formats.predictor.load_predictor`); every format gives the same rows.
 PATHs are files, folders (searched recursively for image files; hidden files
 and folders skipped) or globs. Images are decoded by
 `resnet_tl.data.decode.decode_image` at the model's size, exactly as for
@@ -31,9 +31,9 @@ import numpy as np
 from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_image
 from resnet_tl.errors import UserError
-from resnet_tl.io import atomic_write_text
+from resnet_tl.fileio import atomic_write_text
 from resnet_tl.runs import read_labels, resolve_model
-from resnet_tl.tta import predict_tta
+from resnet_tl.inference.tta import predict_tta
 
 OUTPUT_FORMATS = ("table", "csv", "json", "jsonl")
 STREAM_FORMATS = ("csv", "jsonl")  # written row by row; table and json are whole documents
@@ -189,7 +189,7 @@ def predict_stream(
     out (resume). exclude: folders never searched (a sort destination).
     output/fmt: only checked here (not an input image, its folder exists).
     """
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     if top_k < 1:
         raise UserError(f"--top-k: received {top_k}; allowed: 1 or more")
@@ -224,7 +224,7 @@ def confidence_rule(model, threshold: float | str | None, min_precision: float |
     if str(threshold).strip().lower() == "auto":
         if min_precision is None or not 0 < float(min_precision) <= 1:
             raise UserError(f"--min-precision: received {min_precision}; allowed with --threshold auto: a number in (0, 1]")
-        from resnet_tl.calibration import load_calibration
+        from resnet_tl.inference.calibration import load_calibration
 
         cal = load_calibration(model)
         if cal is None:

@@ -73,8 +73,8 @@ SOURCES: tuple[WeightSource, ...] = (
 
 def list_weights() -> list[dict]:
     """One dict per backbone and source, in BACKBONES order; backbones without any get one row with weights None."""
-    from resnet_tl.backbones import BACKBONES
-    from resnet_tl.pretrained import expected_tensors
+    from resnet_tl.models.backbones import BACKBONES
+    from resnet_tl.models.pretrained import expected_tensors
 
     rows = []
     for name, spec in BACKBONES.items():

@@ -6,7 +6,7 @@ Writes ``RUN/export/``: one artifact per (format, quantisation) from the
 `resnet_tl.formats.FORMATS` table, a sidecar JSON beside each (labels, image size, input/output
 dtypes and quantisation, preprocessing note, the run's calibration temperature), ``labels.txt`` and
 ``manifest.json``. Unless ``check=False``, every artifact is loaded by
-`resnet_tl.runtimes.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime,
+`resnet_tl.formats.predictor.load_predictor` (Keras, TensorFlow, LiteRT, onnxruntime,
 OpenVINO) and run over the validation split, streamed in batches. Two gates: its top-1
 agreement with the Keras model must reach ``export.min_agreement_float``
 (``min_agreement_int8`` for the int8-weight TFLite models: dynamic-range and
@@ -20,9 +20,9 @@ gate keeps the files, marks them ``"check": "failed"`` in the manifest and
 raises `ExportCheckFailed` last.
 
 Every ``.tflite`` carries TFLite Model Metadata and its labels
-(`resnet_tl.tflite_metadata`), and gets a second parity row: MediaPipe's
+(`resnet_tl.formats.tflite_metadata`), and gets a second parity row: MediaPipe's
 ImageClassifier on the validation image files, as an app runs it
-(`resnet_tl.app_runtime`), held to the same threshold.
+(`resnet_tl.export.exporter.app_check`), held to the same threshold.
 
 TensorFlow is imported only inside the functions that need it.
 """
@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from resnet_tl.calibration import Calibration, load_calibration, sidecar_fields
+from resnet_tl.inference.calibration import Calibration, load_calibration, sidecar_fields
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.formats import FORMATS, QUANT_NAMES
-from resnet_tl.io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
-from resnet_tl.runtimes import import_tensorflow, predict_probs
+from resnet_tl.fileio import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_json
+from resnet_tl.formats.predictor import import_tensorflow, predict_probs
 from resnet_tl.runs import RunPaths, open_run, read_labels, write_labels
 
 if TYPE_CHECKING:
@@ -234,8 +234,8 @@ def _write_all(ctx, pairs, out: Path, check: bool, dataset, reference, say) -> l
 
 def _app_row(ctx, art: Artifact, out: Path, dataset, reference) -> Artifact:
     """MediaPipe's parity row for a checked .tflite: its files, its decoder and resize, its category names."""
-    from resnet_tl.app_runtime import files_for, mediapipe_parity
-    from resnet_tl.tflite_metadata import app_input_problem
+    from resnet_tl.export.exporter.app_check import files_for, mediapipe_parity
+    from resnet_tl.formats.tflite_metadata import app_input_problem
 
     row = Artifact(art.format, art.quantize, art.path, art.sidecar, "mediapipe",
                    art.size_bytes, art.sha256, io=art.io)
@@ -284,7 +284,7 @@ def _scratch(ctx: _Context) -> Path:
 def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: int):
     """Name, description and version written into each .tflite's metadata, from the run."""
     from resnet_tl import __version__
-    from resnet_tl.tflite_metadata import ModelInfo
+    from resnet_tl.formats.tflite_metadata import ModelInfo
 
     what = f"{recipe.model.backbone} image classifier, {len(labels)} classes, {image_size}x{image_size} RGB input"
     desc = f"{recipe.description.strip()} ({what})" if recipe.description.strip() else what
@@ -356,7 +356,7 @@ def _open_run(run_dir) -> tuple[RunPaths, Recipe, list[str]]:
 
 def load_model(path: Path):
     """The run's Keras model, under the TensorFlow backend that export needs."""
-    from resnet_tl.runtimes import load_keras_model
+    from resnet_tl.formats.predictor import load_keras_model
 
     _keras()
     return load_keras_model(path)
@@ -368,7 +368,7 @@ def float32_copy(model, recipe: Recipe, n_classes: int):
     keras = _keras()
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in _leaf_layers(model)):
         return model
-    from resnet_tl.model import build_classifier
+    from resnet_tl.models.classifier import build_classifier
 
     before = keras.config.dtype_policy()
     keras.mixed_precision.set_dtype_policy("float32")
@@ -408,7 +408,7 @@ def _serving_functions(ctx: _Context):
         return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
 
     def decode(data):
-        from resnet_tl.graph_decode import decode_image_bytes
+        from resnet_tl.formats.graph_decode import decode_image_bytes
 
         # As training decodes: EXIF orientation, alpha on white, whole image squashed to s x s.
         return decode_image_bytes(tf, data, s)
@@ -441,7 +441,7 @@ def _write_tflite(ctx: _Context, dest: Path, q: str) -> None:
     _configure_quantization(converter, ctx.tf, q, ctx)
     with _quiet():
         flatbuffer = converter.convert()
-    from resnet_tl.tflite_metadata import with_metadata
+    from resnet_tl.formats.tflite_metadata import with_metadata
 
     atomic_write_bytes(dest, with_metadata(flatbuffer, ctx.labels, ctx.info))
 
@@ -536,7 +536,7 @@ def parity(path: Path, x: np.ndarray, y: np.ndarray, reference: np.ndarray, late
 
     x: uint8 (N, S, S, 3), a memmap is fine (read 64 images at a time); reference: float32 (N, C).
     """
-    from resnet_tl.runtimes import load_predictor
+    from resnet_tl.formats.predictor import load_predictor
 
     predictor = load_predictor(path, batch_size=64)
     probs = predictor(x)

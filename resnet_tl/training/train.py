@@ -10,7 +10,7 @@ checkpointing, early stopping and resume exact at epoch boundaries:
         otherwise   -> fit augment -> classifier on pixels
         after every epoch: checkpoint (atomic), history.csv, best weights
 
-The checkpoint format and its reading and writing live in `resnet_tl.checkpoint`.
+The checkpoint format and its reading and writing live in `resnet_tl.training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any, Callable
 import numpy as np
 
 from resnet_tl import faults
-from resnet_tl.checkpoint import (
+from resnet_tl.training.checkpoint import (
     Checkpoint, RunState, assign, is_better, last_epoch, load_checkpoint, remove_partials, restore_best, write_epoch,
 )
 from resnet_tl.data.batches import keras_batches
 from resnet_tl.errors import Interrupted, UserError
-from resnet_tl.io import atomic_path, atomic_write_json, atomic_write_text
+from resnet_tl.fileio import atomic_path, atomic_write_json, atomic_write_text
 from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view, with_absolute_paths
 from resnet_tl.runs import RunPaths, create_run_dir, default_run_name, read_labels, read_status, write_labels, write_status
 
@@ -60,8 +60,8 @@ class TrainResult:
 # ------------------------------------------------------------ plan/resume
 def plan(recipe: Recipe) -> list[dict]:
     """The expanded schedule as rows (for --dry-run); builds no model."""
-    from resnet_tl.backbones import BACKBONES
-    from resnet_tl.schedule import describe, expand_schedule
+    from resnet_tl.models.backbones import BACKBONES
+    from resnet_tl.training.schedule import describe, expand_schedule
 
     return describe(expand_schedule(recipe, BACKBONES[recipe.model.backbone].stages))
 
@@ -103,7 +103,7 @@ def train(
     recipe is used). dataset: an already loaded `resnet_tl.data.Dataset`
     (tests). progress: called with a dict per event ('phase', 'batch',
     'epoch', 'early_stop') for progress bars. cluster: a
-    `resnet_tl.distribute.Cluster` for multi-worker training (default: from
+    `resnet_tl.training.distribute.Cluster` for multi-worker training (default: from
     RESNET_TL_* environment variables); only process 0 writes the run
     folder, the others write to a temporary folder they delete.
     The seeds, the Keras dtype policy and distribution are set for the run
@@ -116,7 +116,7 @@ def train(
 
 
 def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult:
-    from resnet_tl import precision as precision_mod
+    from resnet_tl.training import precision as precision_mod
     from resnet_tl.runs import check_new_run
 
     t_start = time.time()
@@ -176,7 +176,7 @@ def _open_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths, Checkpoi
         atomic_write_text(paths.recipe, dump_recipe(recipe))
         write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
-            from resnet_tl.data.report import data_report
+            from resnet_tl.data.data_report import data_report
 
             atomic_write_json(paths.data_report, data_report(ds.scan, recipe.data))
         write_status(paths, "running", locked=locked_view(recipe))
@@ -203,10 +203,10 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
     """The phase loop: each phase freezes its stages, builds what it fits, trains its epochs."""
     import keras
 
-    from resnet_tl.augment import build_augmenter
-    from resnet_tl.backbones import BACKBONES
-    from resnet_tl.model import build_classifier
-    from resnet_tl.schedule import apply_freezing, expand_schedule
+    from resnet_tl.training.augment import build_augmenter
+    from resnet_tl.models.backbones import BACKBONES
+    from resnet_tl.models.classifier import build_classifier
+    from resnet_tl.training.schedule import apply_freezing, expand_schedule
 
     tc, dc = recipe.train, recipe.data
     n_classes = len(ds.classes)
@@ -239,7 +239,7 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
                 break
 
     if setup.num_processes > 1:
-        from resnet_tl.distribute import local_copy
+        from resnet_tl.training.distribute import local_copy
 
         classifier = local_copy(classifier, lambda: build_classifier(recipe.model, n_classes, dc.image_size))
     return _finish(recipe, paths, ds, classifier, state, setup, t_start, phases)
@@ -284,11 +284,11 @@ class _PhaseFitter:
     def __init__(self, recipe: Recipe, phase, classifier, augmenter, ds, setup):
         import keras
 
-        from resnet_tl.augment import build_augmenter, is_identity
-        from resnet_tl.backbones import BACKBONES
+        from resnet_tl.training.augment import build_augmenter, is_identity
+        from resnet_tl.models.backbones import BACKBONES
         from resnet_tl.data.batches import class_weights
-        from resnet_tl.model import feature_extractor, head_of
-        from resnet_tl.schedule import phase_optimizer
+        from resnet_tl.models.classifier import feature_extractor, head_of
+        from resnet_tl.training.schedule import phase_optimizer
 
         tc, dc, cfg = recipe.train, recipe.data, phase.config
         self.tc, self.phase, self.ds, self.setup = tc, phase, ds, setup
@@ -343,7 +343,7 @@ class _PhaseFitter:
 
     def train_one_epoch(self, e: int, epoch_number: int, notify) -> dict:
         """Epoch `e` of this phase (0-based); returns its history row."""
-        from resnet_tl.schedule import lr_at
+        from resnet_tl.training.schedule import lr_at
 
         tc, cfg, ds = self.tc, self.phase.config, self.ds
         t0 = time.time()
@@ -369,7 +369,7 @@ class _PhaseFitter:
 
 def _features(extractor, x, batch_size, augmenter) -> np.ndarray:
     """Pooled backbone features (N, C) float32, optionally of one augmented view."""
-    from resnet_tl.runtimes import predict_batched
+    from resnet_tl.formats.predictor import predict_batched
 
     augment = None if augmenter is None else (lambda xb: np.asarray(augmenter(xb, training=True)))
     return predict_batched(extractor, x, batch_size, augment)
@@ -392,10 +392,10 @@ class _EpochNotifier:
 def _finish(recipe, paths, ds, classifier, state: RunState, setup, t_start, phases) -> TrainResult:
     """Restore the best weights, save model.keras, write metrics.json and
     calibration.json (temperature fitted on the validation split); mark complete."""
-    from resnet_tl.calibration import fit_calibration
-    from resnet_tl.metrics import validation_metrics
-    from resnet_tl.runtimes import predict_probs
-    from resnet_tl.schedule import describe
+    from resnet_tl.inference.calibration import fit_calibration
+    from resnet_tl.evaluation.metrics import validation_metrics
+    from resnet_tl.formats.predictor import predict_probs
+    from resnet_tl.training.schedule import describe
 
     restore_best(paths, classifier)
     with atomic_path(paths.model) as tmp:
@@ -427,10 +427,10 @@ def _write_artifacts(recipe, paths: RunPaths, ds, classifier, history: list[dict
     """
     import warnings
 
-    from resnet_tl.evaluate import evaluate_in_memory
-    from resnet_tl.io import atomic_write_bytes
-    from resnet_tl.plots import plot_curves
-    from resnet_tl.report import TENSORBOARD_DIR, write_report, write_tensorboard
+    from resnet_tl.evaluation.evaluate import evaluate_in_memory
+    from resnet_tl.fileio import atomic_write_bytes
+    from resnet_tl.evaluation.plots import plot_curves
+    from resnet_tl.evaluation.html_report import TENSORBOARD_DIR, write_report, write_tensorboard
 
     steps = (
         ("plots/curves.png", lambda: atomic_write_bytes(paths.plots / "curves.png", plot_curves(history))),

@@ -1,0 +1,1 @@
+"""Training: the phase loop, schedules, optimizers, checkpoints, augmentation, precision, distribution, bench."""
