@@ -34,7 +34,7 @@ from resnet_tl.inference.calibration import abstain, load_calibration, threshold
 from resnet_tl.data import load_dataset  # noqa: E402
 from resnet_tl.inference.predict import predict  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
-from resnet_tl.formats.predictor import predict_probs  # noqa: E402
+from resnet_tl.models.batched import predict_probs  # noqa: E402
 from resnet_tl.training.train import train  # noqa: E402
 
 PRECISIONS = (0.9, 0.95, 0.99)

@@ -37,7 +37,7 @@ keras = keras_module()
 from resnet_tl.data import load_dataset  # noqa: E402
 from resnet_tl.models.classifier import parts  # noqa: E402
 from resnet_tl.recipe import build_recipe  # noqa: E402
-from resnet_tl.formats.predictor import load_keras_model  # noqa: E402
+from resnet_tl.models.saving import load_keras_model  # noqa: E402
 from resnet_tl.training.train import train  # noqa: E402
 
 AUGMENT = {"flip": "horizontal", "crop": 0.6, "contrast": 0.2}

@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_input.py [--count 1024] [--batch-size 64] [--epochs 5] [--json]
 
 One generated folder of JPEGs is decoded once into the memmap cache, then the
-trainer's batches (`resnet_tl.data.batches.keras_batches`: memmap rows -> batch,
+trainer's batches (`resnet_tl.training.batches.keras_batches`: memmap rows -> batch,
 one-hot labels) are read in order, as `fit` reads them, for `--epochs`
 epochs after one warm-up epoch; images/s is the median epoch. Rows:
   uint8, prefetched       what training uses now: uint8 pixels, next batches built on
@@ -57,7 +57,7 @@ def epoch_rates(make, epochs: int) -> tuple[float, float]:
 def host_rows(x, y, n_classes: int, batch_size: int, epochs: int) -> dict[str, tuple[float, float]]:
     from resnet_tl.data import prefetch
     from resnet_tl.data.batches import ArrayBatches
-    from resnet_tl.data.batches import keras_batches
+    from resnet_tl.training.batches import keras_batches
 
     def trainer(e):
         b = keras_batches(x, y, n_classes, batch_size, 0, True)
@@ -87,7 +87,7 @@ def augmented_rate(x, y, n_classes: int, batch_size: int, epochs: int) -> tuple[
     from resnet_tl.training.augment import build_augmenter
     from resnet_tl.training.bench import step_times
     from resnet_tl.recipe import AugmentConfig
-    from resnet_tl.data.batches import keras_batches
+    from resnet_tl.training.batches import keras_batches
 
     size = x.shape[1]
     aug = build_augmenter(AugmentConfig(flip="horizontal", crop=0.5), size, 0)

@@ -49,10 +49,11 @@ def _parts(variant: str) -> set[str]:
 
 
 def _ablate(parts: set[str], keras) -> None:
-    from resnet_tl.models import classifier as model, optimizers
+    from resnet_tl.models import classifier as model
+    from resnet_tl.training import stages
 
     if "plain-adam" in parts:  # Keras' Adam instead of the per-stage lr wrapper
-        optimizers.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
+        stages.make_optimizer = lambda cfg, schedule, mult: keras.optimizers.Adam(1e-3)
     if "no-preprocess" in parts:  # no flip, no Rescaling layer: the backbone sees the input as it is
         model.preprocess = lambda x, mode: x
 

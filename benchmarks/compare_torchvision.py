@@ -35,7 +35,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     import keras
-    from resnet_tl.models.pretrained import convert
+    from resnet_tl.models.convert import convert
 
     torch.manual_seed(0)
     rows = []

@@ -28,3 +28,9 @@ class Interrupted(Exception):
         super().__init__(f"interrupted after epoch {epoch}")
         self.run_dir = run_dir
         self.epoch = epoch
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to `limit` characters, for a UserError that quotes it."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+"""Files written atomically (a reader, or a crash, sees the old file or the new one, never half of one),
+and JSON read back leniently."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -55,7 +56,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -85,8 +86,9 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames and unlinks in `folder` durable (POSIX). Best effort: a file system that
+    cannot sync a folder (or Windows, where folders cannot be opened) is left as it is."""
     if os.name != "posix":
         return
     try:
@@ -99,6 +101,14 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON document in `path`, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

@@ -13,14 +13,14 @@ import random
 import sys
 
 import numpy as np
+from resnet_tl.kerasenv import keras_module
+
+keras = keras_module()
 
 
 @contextlib.contextmanager
 def preserved():
     """Restore seeds, the dtype policy and the Keras distribution on exit."""
-    from resnet_tl.kerasenv import keras_module
-
-    keras = keras_module()
     py_state, np_state = random.getstate(), np.random.get_state()
     policy = keras.config.dtype_policy()
     distribution = keras.distribution.distribution()

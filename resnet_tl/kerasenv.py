@@ -55,7 +55,3 @@ def keras_module():
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
     return keras
 
-
-def backend_name() -> str:
-    """The Keras backend that `import keras` will pick, without importing it."""
-    return os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -1,10 +1,12 @@
-"""Run folders: naming, creation without overwriting, status.json, paths.
+"""Run folders: naming, creation without overwriting, status.json, and every path inside one.
 
 A run folder holds everything a person wants after training::
 
-    recipe.yaml   labels.txt   data_report.json   status.json
-    model.keras   history.csv  metrics.json       checkpoint/
-    calibration.json
+    recipe.yaml   labels.txt   data_report.json   status.json   calibration.json
+    model.keras   history.csv  metrics.json       report.html   checkpoint/
+    plots/curves.png           tensorboard/       eval/<split>/  export/
+
+`RunPaths` is the one place these names are spelled.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_json, atomic_write_text
+from resnet_tl.recipe import Recipe, load_recipe, locked_view
 
 STATUSES = ("running", "interrupted", "failed", "complete")
 
@@ -55,7 +58,19 @@ class RunPaths:
     @property
     def plots(self) -> Path: return self.root / "plots"
     @property
+    def curves(self) -> Path: return self.plots / "curves.png"
+    @property
+    def tensorboard(self) -> Path: return self.root / "tensorboard"
+    @property
+    def report(self) -> Path: return self.root / "report.html"
+    @property
+    def eval_root(self) -> Path: return self.root / "eval"
+    @property
     def export_dir(self) -> Path: return self.root / "export"
+
+    def eval_dir(self, split: str) -> Path:
+        """eval/<split>/: the files `evaluate` writes for one split."""
+        return self.eval_root / split
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -165,3 +180,21 @@ def read_labels(path: str | Path, what: str = "labels file") -> list[str]:
 
 def write_labels(path: str | Path, labels: list[str]) -> None:
     atomic_write_text(path, "\n".join(labels) + "\n")
+
+
+def resume_recipe(run: str | Path, recipe_arg: str | None, overrides: list[str], data_dir: str | None) -> Recipe:
+    """The recipe stored in `run`, refused if edited where it defines the checkpoint."""
+    if recipe_arg or overrides:
+        raise UserError("--resume continues with the recipe stored in the run folder; drop the RECIPE argument and --set (edit RUN/recipe.yaml only where it does not change the model or schedule)")
+    paths = open_run(run)
+    recipe = load_recipe(str(paths.recipe), [], data_dir=data_dir)
+    stored = read_status(paths).get("locked")
+    if stored is not None:
+        now = json.loads(json.dumps(locked_view(recipe)))
+        for key, value in stored.items():
+            if now.get(key) != value:
+                raise UserError(
+                    f"{paths.recipe}: '{key}' was edited (run started with {json.dumps(value)}, now {json.dumps(now.get(key))}); "
+                    "a resumed run cannot change the model, schedule or data split; start a new run with this recipe instead"
+                )
+    return recipe

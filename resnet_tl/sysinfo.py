@@ -1,11 +1,13 @@
-"""What this installation runs on, for `resnet-tl info`: versions, backend,
-devices, the CPU's matrix extensions (AMX, AVX512_BF16), which mixed precision
-policies the hardware runs fast, XLA, caches."""
+"""Facts about this machine and installation that need no Keras: package versions, the CPU's
+model and matrix extensions (AMX, AVX512_BF16), which mixed precision policies the hardware
+runs fast. `resnet_tl.training.precision.system_info` adds the devices for `resnet-tl info`."""
 
 from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+
+from resnet_tl import __version__
 
 PACKAGES = ("resnet-tl", "keras", "tensorflow", "jax", "jaxlib", "numpy")
 
@@ -19,8 +21,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     if out["resnet-tl"] is None:  # a checkout run with PYTHONPATH
-        from resnet_tl import __version__
-
         out["resnet-tl"] = __version__
     return out
 
@@ -71,29 +71,3 @@ def fast_mixed_precision(devices, flags: set[str]) -> list[str]:
     ):
         out.append("mixed_bfloat16")
     return out
-
-
-def system_info() -> dict:
-    """One JSON-ready document (imports the Keras backend to list devices)."""
-    from resnet_tl.cpus import usable_cpus
-    from resnet_tl.data.cache import default_cache_dir
-    from resnet_tl.data.prefetch import loader_workers
-    from resnet_tl.kerasenv import keras_module
-    from resnet_tl.training.precision import list_devices, resolve_jit, resolve_precision
-
-    keras = keras_module()
-    backend = keras.backend.backend()
-    devices = list_devices(backend)
-    flags = cpu_flags()
-    return {
-        "versions": package_versions(),
-        "backend": backend,
-        "devices": [{"kind": d.kind, "name": d.name, "compute_capability": d.compute_capability} for d in devices],
-        "precision_auto": resolve_precision("auto", devices),
-        "mixed_precision": fast_mixed_precision(devices, flags),
-        "cpu": {"model": cpu_model(), "cpus_usable": loader_workers(), "features": cpu_features(flags)},
-        "xla": backend in ("tensorflow", "jax"),
-        "jit_compile_auto": resolve_jit("auto", backend, devices),
-        "cache_dir": str(default_cache_dir()),
-        "usable_cpus": usable_cpus(),
-    }

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image files of every awkward kind, written on the fly."""
+"""Shared fixtures: tiny image files of every awkward kind, written on the fly, and one trained
+run that every test needing a finished run shares (trained once per session)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,33 @@ def make_class_folder(root: Path, counts: dict[str, int], size: int = 12, seed: 
         for i in range(n):
             save(noise(size, size, seed * 100_000 + ci * 1000 + i), root / cls / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """The bars task as a folder with train/ val/ test/ (hbar, vbar; 16 px PNGs)."""
+    from helpers import bars_folder
+
+    root = tmp_path_factory.mktemp("shared") / "bars"
+    for split, n, seed in (("train", 40, 0), ("val", 16, 1), ("test", 12, 2)):
+        bars_folder(root / split, n_per_class=n, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_run(shared_data, tmp_path_factory) -> Path:
+    """A finished run on `shared_data`: CIFAR ResNet-20 at 16 px, a head phase then everything.
+
+    Read-only for the tests that use it: copy it (shutil.copytree) before writing into it.
+    """
+    from helpers import tiny_recipe
+
+    from resnet_tl.training.train import train
+
+    base = tmp_path_factory.mktemp("shared_run")
+    recipe = tiny_recipe(
+        [{"name": "head", "epochs": 1, "train": "head", "lr": 1e-2},
+         {"name": "all", "epochs": 4, "train": "all", "lr": 3e-3, "batchnorm": "train"}],
+        data={"dir": str(shared_data), "cache_dir": str(base / "cache")},
+    )
+    return train(recipe, out=base / "runs", name="run").run_dir

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_tl import recipe
-from resnet_tl.models import backbones
-from resnet_tl.models.backbones import BACKBONES, build_backbone, reference_classifier, stage_of
+from resnet_tl.models import backbones, resnets
+from resnet_tl.models.backbones import BACKBONES, stage_of
+from resnet_tl.models.resnets import build_backbone, reference_classifier
 from resnet_tl.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,21 +57,19 @@ def classifier(request):
 
 
 # ---------------------------------------------------------------- the table
-def test_names_match_recipe():
-    assert tuple(BACKBONES) == recipe.BACKBONES
-    assert all(spec.name == name for name, spec in BACKBONES.items())
-
-
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_depth_in_name_matches_blocks(name):
     spec = BACKBONES[name]
-    layers_per_block = 3 if spec.family.startswith(("keras", "torch_v1.5")) else 2  # bottleneck vs basic block
+    layers_per_block = 3 if spec.bottleneck else 2
     assert layers_per_block * sum(spec.depths) + 2 == int(re.match(r"resnet(\d+)", name).group(1))
     assert len(spec.stages) == len(spec.depths) + 1 and spec.stages[0] == "stem"
 
 
-def test_imagenet_weights_only_for_keras_applications():
-    assert {n for n, s in BACKBONES.items() if s.imagenet} == set(backbones._KERAS_APPLICATIONS)
+def test_keras_application_rows_name_real_keras_constructors():
+    # The table derives these names; Keras must have each one (ImageNet weights come with it).
+    apps = {n: s.keras_application for n, s in BACKBONES.items() if s.keras_application}
+    assert set(apps) == {"resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2"}
+    assert all(callable(getattr(keras.applications, a, None)) for a in apps.values()), apps
 
 
 # -------------------------------------------------------- parameter counts
@@ -88,7 +86,7 @@ def test_parameter_count(classifier):
         assert f"{count / 1e6:.{decimals}f}" == CIFAR_PAPER[spec.name]
         assert count == CIFAR_OPTION_A[spec.name]
     else:
-        constructor = getattr(keras.applications, backbones._KERAS_APPLICATIONS[spec.name])
+        constructor = getattr(keras.applications, spec.keras_application)
         reference = constructor(include_top=True, weights=None, classes=1000)
         assert model.count_params() == reference.count_params()
         if spec.name == "resnet50":
@@ -273,8 +271,9 @@ def test_importing_the_package_does_not_import_keras():
 
 
 def test_no_tensorflow_in_backbones():
-    source = Path(backbones.__file__).read_text()
-    assert not re.search(r"\btf\.|import tensorflow|from tensorflow", source)
+    for module in (backbones, resnets):
+        source = Path(module.__file__).read_text()
+        assert not re.search(r"\btf\.|import tensorflow|from tensorflow", source), module.__name__
 
 
 @pytest.mark.slow
@@ -283,7 +282,8 @@ def test_builds_under_the_other_backend():
     pytest.importorskip(other)
     code = (
         "import keras, numpy as np\n"
-        "from resnet_tl.models.backbones import BACKBONES, build_backbone, stage_of\n"
+        "from resnet_tl.models.backbones import BACKBONES, stage_of\n"
+        "from resnet_tl.models.resnets import build_backbone\n"
         f"assert keras.backend.backend() == '{other}'\n"
         # Our own families; keras.applications is Keras's to test (and slow to build under JAX).
         "for name, size, side in [('resnet18', 64, 2), ('resnet20', 32, 8)]:\n"

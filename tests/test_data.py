@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from conftest import MESSY_EXPECTED, make_class_folder, noise, save
 from resnet_tl.data import decode_bytes, decode_image, load_dataset, scan_folder
 from resnet_tl.data.batches import ArrayBatches, class_weights
-from resnet_tl.data.cache import DecodeCache, materialize
+from resnet_tl.data.arrays import materialize
+from resnet_tl.data.cache import DecodeCache
 from resnet_tl.data.data_report import data_report
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
@@ -321,7 +322,8 @@ def test_keras_pydataset_trains_under_jax_backend(tmp_path):
     """The input path needs no TensorFlow: fit a tiny model from ArrayBatches with KERAS_BACKEND=jax."""
     code = """
 import sys, numpy as np, keras
-from resnet_tl.data.batches import ArrayBatches, as_keras_dataset
+from resnet_tl.data.batches import ArrayBatches
+from resnet_tl.training.batches import as_keras_dataset
 x = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
 y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.int32)
 ds = as_keras_dataset(ArrayBatches(x, y, 16, seed=0, class_weight={0: 1.0, 1: 2.0}))

@@ -175,7 +175,7 @@ def test_tta_averages_the_model_over_the_views(trained, tmp_path):
     from resnet_tl.data import load_dataset
     from resnet_tl.evaluation.evaluate import evaluate
     from resnet_tl.recipe import load_recipe
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
     from resnet_tl.inference.tta import VIEWS, views
 
     run = Path(trained["run"])

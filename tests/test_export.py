@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from helpers import bars_dataset, tiny_recipe
 from resnet_tl.errors import ExportCheckFailed, UserError
-from resnet_tl.export.exporter import plan_artifacts
+from resnet_tl.export.exporter import artifacts_to_write as plan_artifacts
 from resnet_tl.formats import FORMATS, QUANT_NAMES as QUANTIZE
 
 SCHEDULE = [{"name": "all", "epochs": 6, "train": "all", "lr": 3e-3, "batchnorm": "train"}]
@@ -252,19 +252,19 @@ def test_serving_bytes_agrees_with_predict_on_exif_and_rgba_files(exported, tmp_
 # ------------------------------------------------------------------ mixed precision
 @pytest.mark.slow
 def test_mixed_bfloat16_model_exports_with_float32_compute(tmp_path):
-    from resnet_tl.export.exporter import export_run, float32_copy
+    from resnet_tl.export.exporter import export_run
+    from resnet_tl.models.saving import float32_copy, load_keras_model
 
     run, ds = _train(tmp_path, "bf16", train={"precision": "mixed_bfloat16"})
     result = export_run(run, ["savedmodel", "tflite"], ["none", "int8"], dataset=ds)
     assert [(a.runtime, a.check) for a in result.artifacts] == [
         ("tensorflow", "passed"), ("litert", "passed"), ("mediapipe", "passed"), ("litert", "passed"), ("mediapipe", "passed")]
-    from resnet_tl.export.exporter import load_model as _load_model
-    from resnet_tl.recipe import load_recipe
-
-    model = _load_model(run / "model.keras")
-    copy = float32_copy(model, load_recipe(str(run / "recipe.yaml")), 2)
+    model = load_keras_model(run / "model.keras")
+    copy = float32_copy(model)
     assert copy is not model
     assert {layer.dtype_policy.compute_dtype for layer in copy.layers} == {"float32"}
+    x = ds.x_val[:8].astype(np.float32)  # the same function: bf16 rounding apart, the same probabilities
+    np.testing.assert_allclose(np.asarray(copy(x)), np.asarray(model(x), np.float32), atol=2e-2)
 
 
 # ------------------------------------------------------------------ CLI
@@ -285,10 +285,11 @@ def test_cli_no_check_json_is_one_document(trained):
 
 def test_failed_check_exits_1_keeps_files_and_marks_them(trained, monkeypatch):
     import resnet_tl.export.exporter as export_mod
+    from resnet_tl.export import parity
 
     run, ds = trained
-    monkeypatch.setattr("resnet_tl.data.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
-    monkeypatch.setattr(export_mod, "threshold", lambda cfg, q: 1.01)  # no artifact can reach it
+    monkeypatch.setattr(export_mod, "load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
+    monkeypatch.setattr(parity, "threshold", lambda cfg, q: 1.01)  # no artifact can reach it
     r = _cli(["export", str(run), "--format", "tflite", "--json"])
     assert r.exit_code == 1, r.output
     doc = json.loads(r.stdout)
@@ -310,7 +311,7 @@ def test_user_errors_exit_2(trained, tmp_path):
 
 
 def test_plan_and_representative_sample():
-    from resnet_tl.export.exporter import plan_artifacts, representative_sample
+    from resnet_tl.export.exporter import artifacts_to_write as plan_artifacts, representative_sample
 
     assert plan_artifacts(["savedmodel", "tflite"], ["none", "int8"]) == [
         ("savedmodel", "none"), ("tflite", "none"), ("tflite", "int8")]
@@ -380,6 +381,7 @@ def _copy_run(run: Path, dest: Path) -> Path:
 def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_path, monkeypatch):
     import resnet_tl.export.exporter as export_mod
     import resnet_tl.formats.predictor as runtimes
+    from resnet_tl.export import parity
 
     run, ds = trained
     run = _copy_run(run, tmp_path / "run")
@@ -402,8 +404,8 @@ def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_
         predictor._run_batch = run_batch_one_wrong
         return predictor
 
-    monkeypatch.setattr(runtimes, "load_predictor", one_wrong)
-    monkeypatch.setattr(export_mod, "threshold", lambda cfg, q: 0.9)  # 15/16 agreement passes
+    monkeypatch.setattr(parity, "load_predictor", one_wrong)
+    monkeypatch.setattr(parity, "threshold", lambda cfg, q: 0.9)  # 15/16 agreement passes
     with pytest.raises(ExportCheckFailed, match=r"model_float32.tflite \(litert\): accuracy drop 0\.0625 > 0\.01 \(export.max_accuracy_drop\)"):
         export_mod.export_run(run, ["keras", "tflite"], ["none"], dataset=ds)
     manifest = json.loads((run / "export" / "manifest.json").read_text())
@@ -418,7 +420,7 @@ def test_accuracy_drop_fails_the_export_even_when_agreement_passes(trained, tmp_
 
 def test_a_one_class_model_is_warned_about(trained, tmp_path, monkeypatch):
     from resnet_tl.export.exporter import export_run
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
 
     run, ds = trained
     run = _copy_run(run, tmp_path / "run")
@@ -433,7 +435,7 @@ def test_a_one_class_model_is_warned_about(trained, tmp_path, monkeypatch):
     assert art.parity["agreement"] == 1.0 and art.parity["predicted_classes"] == 1
     assert len(result.warnings) == 1 and f"predicts '{ds.classes[0]}' for all {len(ds.y_val)}" in result.warnings[0]
     assert json.loads((run / "export" / "manifest.json").read_text())["warnings"] == result.warnings
-    monkeypatch.setattr("resnet_tl.data.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
+    monkeypatch.setattr("resnet_tl.export.exporter.load_dataset", lambda cfg: ds)  # the run's data folder is synthetic
     r = _cli(["export", str(run), "--format", "tflite", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == result.warnings
 

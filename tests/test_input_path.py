@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_tl.data.batches import keras_batches
+from resnet_tl.training.batches import keras_batches
 
 
 def _pixels(n=24, size=16, seed=0):
@@ -47,7 +47,7 @@ def test_training_model_gives_the_same_outputs_and_gradients_for_uint8_and_float
 def test_uint8_prefetched_batches_train_under_jax_without_tensorflow():
     code = """
 import sys, numpy as np, keras
-from resnet_tl.data.batches import keras_batches
+from resnet_tl.training.batches import keras_batches
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
 y = (x.mean(axis=(1, 2, 3)) > 127).astype(np.int32)

@@ -62,7 +62,8 @@ def test_preprocess_matches_the_old_custom_layer():
     """The built-in layers compute what `Preprocess` computed, for every mode (old runs and new agree)."""
     import keras
 
-    from resnet_tl.models.classifier import Preprocess, preprocess
+    from resnet_tl.models.classifier import preprocess
+    from resnet_tl.models.saving import Preprocess
 
     x = np.random.default_rng(1).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     for mode in ("caffe", "tf", "torch"):

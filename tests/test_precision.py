@@ -87,8 +87,9 @@ def test_mixed_float16_wraps_our_optimizer_in_loss_scaling():
 
     from resnet_tl.models.classifier import build_classifier
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.training.optimizers import make_optimizer
-    from resnet_tl.training.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
+    from resnet_tl.training.stages import make_optimizer
+    from resnet_tl.training.schedule import Phase
+    from resnet_tl.training.stages import apply_freezing, lr_multipliers, make_lr_schedule
 
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     ds = bars_dataset(n_per_class=4, n_val_per_class=1)

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from helpers import bars_dataset, tiny_recipe
-from resnet_tl.inference.predict import to_csv
+from resnet_tl.inference.outputs import to_csv
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def _rows_by_path(rows):
 def test_iter_inputs_is_lazy_and_never_repeats(trained):
     import types
 
-    from resnet_tl.inference.predict import iter_inputs
+    from resnet_tl.inference.inputs import iter_inputs
 
     imgs = trained["imgs"]
     it = iter_inputs([str(imgs)])
@@ -422,8 +422,6 @@ def test_sigkill_during_move_then_rerun_loses_and_duplicates_nothing(trained, tm
 def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
     """The wiring of --threshold auto against calibration's interface (load_calibration,
     Calibration.apply, Calibration.threshold_for), with a temperature we choose."""
-    import sys
-    import types
 
     from resnet_tl.inference.predict import predict
 
@@ -441,9 +439,8 @@ def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
             asked.append(p)
             return 0.5 + 1e-4
 
-    fake = types.ModuleType("resnet_tl.inference.calibration")
-    fake.load_calibration = lambda model: Cal() if str(model) == str(unsure) else None
-    monkeypatch.setitem(sys.modules, "resnet_tl.inference.calibration", fake)
+    monkeypatch.setattr("resnet_tl.inference.predict.load_calibration",
+                        lambda model: Cal() if str(model) == str(unsure) else None)
     raw = predict(unsure, [str(trained["imgs"])], top_k=2)
     r = predict(unsure, [str(trained["imgs"])], top_k=2, threshold="auto", min_precision=0.9)
     assert asked == [0.9] and r["threshold"] == 0.5 + 1e-4

@@ -20,10 +20,10 @@ from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 import reference_resnet as ref
-import resnet_tl.models.classifier  # noqa: F401  registers Preprocess, which the saved models use
+import resnet_tl.models.saving  # noqa: F401  registers Preprocess, which the saved models use
 from resnet_tl.models import pretrained
 from resnet_tl.models.convert import convert
-from resnet_tl.models.pretrained import backbone_with_weights
+from resnet_tl.models.resnets import build_backbone
 from resnet_tl.cli import app
 from resnet_tl.errors import UserError
 
@@ -87,7 +87,7 @@ def test_backbone_takes_the_checkpoint_and_drops_the_classifier(checkpoints):
     sd, path = checkpoints["resnet18"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        backbone = backbone_with_weights("resnet18", 32, weights=str(path))
+        backbone = build_backbone("resnet18", 32, weights=str(path))
     np.testing.assert_array_equal(backbone.get_layer("conv1_conv").get_weights()[0], sd["conv1.weight"].transpose(2, 3, 1, 0))
     gamma, beta, mean, var = backbone.get_layer("conv4_block1_0_bn").get_weights()
     np.testing.assert_array_equal(var, sd["layer3.0.downsample.1.running_var"])
@@ -102,7 +102,7 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes(checkpoints, tmp_path):
     sd["layer2.1.conv1.weight"] = np.zeros((128, 128, 1, 1), np.float32)
     save_file(sd, str(tmp_path / "bad.safetensors"))
     with pytest.raises(UserError) as e:
-        backbone_with_weights("resnet18", 32, weights=str(tmp_path / "bad.safetensors"))
+        build_backbone("resnet18", 32, weights=str(tmp_path / "bad.safetensors"))
     assert str(e.value) == (f"model.weights: tensor 'layer2.1.conv1.weight' of '{tmp_path / 'bad.safetensors'}' "
                             f"has shape (128, 128, 1, 1); 'resnet18' expects (128, 128, 3, 3)")
 
@@ -112,14 +112,14 @@ def test_unknown_tensors_are_an_error_not_silently_ignored(checkpoints, tmp_path
     sd["layer1.0.se.fc1.weight"] = np.zeros((4, 64, 1, 1), np.float32)
     save_file(sd, str(tmp_path / "se.safetensors"))
     with pytest.raises(UserError, match=r"has tensors a plain 'resnet18' does not: layer1\.0\.se\.fc1\.weight"):
-        backbone_with_weights("resnet18", 32, weights=str(tmp_path / "se.safetensors"))
+        build_backbone("resnet18", 32, weights=str(tmp_path / "se.safetensors"))
 
 
 def test_v1_5_checkpoint_refused_for_keras_v1_resnet50(checkpoints):
     _, path = checkpoints["resnet50"]
     with pytest.raises(UserError, match=r"holds a 'resnet50v1\.5' \(torchvision and timm build v1\.5.*"
                                         r"allowed: --set model\.backbone=resnet50v1\.5$"):
-        backbone_with_weights("resnet50", 32, weights=str(path))
+        build_backbone("resnet50", 32, weights=str(path))
 
 
 def test_deep_stem_is_refused(tmp_path):

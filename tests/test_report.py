@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import bars_dataset, tiny_recipe
+from resnet_tl.runs import RunPaths
 
 HOSTILE = '<b>bold</b> & "quoted"'  # a class name that must reach the page as text
 
@@ -94,4 +95,4 @@ def test_without_tensorflow_the_report_says_so(run_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "tb").exists()
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("tensorboard"))
-    assert "TensorFlow was not importable" in report.render_report(copy)
+    assert "TensorFlow was not importable" in report.render_report(RunPaths(copy))

@@ -220,7 +220,7 @@ def test_resume_refuses_keys_the_checkpoint_depends_on(tmp_path, key, value):
     from resnet_tl.fileio import atomic_write_text
     from resnet_tl.recipe import dump_recipe, locked_view
     from resnet_tl.runs import create_run_dir, write_status
-    from resnet_tl.training.train import resume_recipe
+    from resnet_tl.runs import resume_recipe
 
     recipe = tiny_recipe([{"epochs": 2, "train": "head"}])
     paths = create_run_dir(tmp_path, "r")

@@ -1,14 +1,31 @@
-"""The package's shape: imports run one way, no module reaches into another's
-private names, and the tables that drive validation agree with each other."""
+"""The package's shape: stage packages whose imports run down the pipeline only, no import
+circle, no module reaching into another's private names, modules a person can read in one
+sitting, and tables that drive validation, help and errors alike."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import resnet_tl
 
 PACKAGE = Path(resnet_tl.__file__).parent
+ROOT = PACKAGE.parent
+
+# The pipeline, in dependency order: a module may import core modules (the top level of the
+# package) and modules of its own stage or of a stage listed before it, never after it.
+# Training comes after evaluation and inference because a finished run writes its
+# evaluation, calibration and report; evaluation uses inference's calibration and TTA.
+STAGES = ("data", "models", "formats", "inference", "evaluation", "training", "export", "cli")
+# Core modules import only core modules, except the recipe schema, which reads the tables
+# that list what a recipe may name (each a leaf that imports only core modules).
+TABLES = {"resnet_tl.models.backbones", "resnet_tl.training.optimizers", "resnet_tl.formats"}
+SCHEMA = "resnet_tl.recipe_schema"
+MAX_LINES = 450
 
 
 def _module_name(path: Path) -> str:
@@ -39,8 +56,12 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
 def _graph() -> dict[str, set[str]]:
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = _modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         for target, names in _imports(path):
@@ -50,6 +71,12 @@ def _graph() -> dict[str, set[str]]:
                 if full in modules and full != name:
                     graph[name].add(full)
     return graph
+
+
+def _stage(module: str) -> str | None:
+    """The stage package of a module, or None for a core module (resnet_tl.X, resnet_tl itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGES) else None
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -75,8 +102,37 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def test_every_stage_package_is_known_and_every_module_belongs_to_one_or_the_core():
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(STAGES), packages
+
+
 def test_no_import_cycles():
     assert _cycles(_graph()) == []
+
+
+def test_imports_run_down_the_pipeline_only():
+    graph = _graph()
+    upward = []
+    for module, targets in graph.items():
+        mine = _stage(module)
+        for target in targets:
+            theirs = _stage(target)
+            if theirs is None:
+                continue  # everyone may use the core
+            if mine is None:
+                if not (module == SCHEMA and target in TABLES) and module != "resnet_tl.__main__":
+                    upward.append(f"{module} (core) -> {target}")
+            elif STAGES.index(theirs) > STAGES.index(mine):
+                upward.append(f"{module} ({mine}) -> {target} ({theirs})")
+    assert upward == []
+
+
+def test_the_tables_the_recipe_reads_import_only_the_core():
+    graph = _graph()
+    for table in TABLES:
+        deps = {t for t in graph[table] if _stage(t) is not None and not t.startswith(table)}
+        assert deps == set(), (table, deps)
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -87,19 +143,26 @@ def test_no_module_imports_another_modules_private_names():
     assert offenders == []
 
 
-def test_every_format_has_a_writer_and_a_loader():
-    from resnet_tl.export.exporter import WRITERS
-    from resnet_tl.formats import FORMATS
-    from resnet_tl.formats.predictor import LOADERS
+def test_every_module_reads_in_one_sitting():
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
 
-    assert set(WRITERS) == set(FORMATS) == set(LOADERS)
+
+def test_every_format_module_writes_loads_and_describes():
+    import importlib
+
+    from resnet_tl.formats import FORMATS
+
+    for name, fmt in FORMATS.items():
+        module = importlib.import_module(fmt.module)
+        assert all(callable(getattr(module, f, None)) for f in ("write", "load", "io_details")), name
 
 
 def test_recipe_choices_come_from_the_tables():
-    from resnet_tl.models.backbones import BACKBONES
     from resnet_tl.formats import FORMATS, QUANT_NAMES
-    from resnet_tl.training.optimizers import OPTIMIZERS
+    from resnet_tl.models.backbones import BACKBONES
     from resnet_tl.recipe import build_recipe
+    from resnet_tl.training.optimizers import OPTIMIZERS
 
     for name in BACKBONES:
         assert build_recipe({"model": {"backbone": name}}).model.backbone == name
@@ -107,3 +170,41 @@ def test_recipe_choices_come_from_the_tables():
         assert build_recipe({"schedule": [{"optimizer": name}]}).schedule[0].optimizer == name
     recipe = build_recipe({"export": {"formats": list(FORMATS), "quantize": list(QUANT_NAMES)}})
     assert recipe.export.formats == list(FORMATS)
+
+
+# A format registered by one row, pointing at a module outside the package (tests/fake_format.py):
+# the help, the errors, the recipe schema and `export --format` must all take it.
+_REGISTER_FAKE = (
+    "import sys; sys.path.insert(0, {tests!r}); "
+    "from resnet_tl.formats import FORMATS, Format; "
+    "FORMATS['fake'] = Format('Fake Format', '.fake', lambda q: 'model.fake', lambda q: 'model_fake.json', "
+    "'fake runtime', 'fake_format'); "
+    "from resnet_tl.cli import main; sys.argv = ['resnet-tl'] + sys.argv[1:]; main()"
+)
+
+
+def _cli_with_fake_format(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    code = _REGISTER_FAKE.format(tests=str(Path(__file__).parent))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_a_format_added_through_the_table_alone_appears_everywhere(tmp_path, shared_run):
+    assert "Fake Format" in _cli_with_fake_format("--help", cwd=tmp_path).stdout
+    assert "fake" in _cli_with_fake_format("export", "--help", cwd=tmp_path).stdout
+    typo = _cli_with_fake_format("export", str(shared_run), "--format", "fakee", cwd=tmp_path)
+    assert typo.returncode == 2 and "allowed: keras, savedmodel, tflite, onnx, openvino, fake" in typo.stderr, typo.stderr
+    bad_recipe = _cli_with_fake_format("train", "--set", "export.formats=[fakee]", "--dry-run", cwd=tmp_path)
+    assert bad_recipe.returncode == 2 and "fake" in bad_recipe.stderr, bad_recipe.stderr
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(shared_run, run, ignore=shutil.ignore_patterns("export"))
+    done = _cli_with_fake_format("export", str(run), "--format", "fake", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    (art,) = result["artifacts"]
+    # The fake format's loader runs the real Keras model, so its parity check is a real one.
+    assert art["format"] == "fake" and art["runtime"] == "fake runtime" and art["check"] == "passed", art
+    assert (run / "export" / "model.fake").is_file()
+    assert json.loads((run / "export" / "model_fake.json").read_text())["format"] == "fake"

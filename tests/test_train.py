@@ -71,7 +71,7 @@ def test_head_only_phase_keeps_backbone_bit_for_bit(tmp_path, cache):
     import keras
 
     from resnet_tl.models.classifier import build_classifier
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
 
     ds = bars_dataset(n_per_class=8, n_val_per_class=4)
     recipe = tiny_recipe([{"epochs": 2, "train": "head", "lr": 1e-2, "cache_features": cache}])
@@ -89,7 +89,8 @@ def test_batchnorm_frozen_keeps_statistics_and_train_changes_them(tmp_path):
 
     from resnet_tl.models.classifier import build_classifier, parts
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.training.schedule import Phase, apply_freezing
+    from resnet_tl.training.schedule import Phase
+    from resnet_tl.training.stages import apply_freezing
 
     ds = bars_dataset(n_per_class=8, n_val_per_class=2)
     recipe = tiny_recipe([{"epochs": 1}])
@@ -118,8 +119,9 @@ def test_per_stage_learning_rates_scale_the_actual_updates():
 
     from resnet_tl.models.classifier import build_classifier, stage_layers
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.training.optimizers import make_optimizer
-    from resnet_tl.training.schedule import Phase, apply_freezing, lr_multipliers, make_lr_schedule
+    from resnet_tl.training.stages import make_optimizer
+    from resnet_tl.training.schedule import Phase
+    from resnet_tl.training.stages import apply_freezing, lr_multipliers, make_lr_schedule
 
     ds = bars_dataset(n_per_class=4, n_val_per_class=1)
     recipe = tiny_recipe([{"epochs": 1}])
@@ -156,9 +158,10 @@ def test_weight_decay_follows_each_stage_rate_and_spares_1d_variables(optimizer)
     import keras
 
     from resnet_tl.models.classifier import build_classifier, stage_layers
-    from resnet_tl.training.optimizers import make_optimizer
+    from resnet_tl.training.stages import make_optimizer
     from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.training.schedule import Phase, apply_freezing, lr_multipliers
+    from resnet_tl.training.schedule import Phase
+    from resnet_tl.training.stages import apply_freezing, lr_multipliers
 
     recipe = tiny_recipe([{"epochs": 1}])
     stages = ("stem", "conv2", "conv3", "conv4")
@@ -190,7 +193,7 @@ def test_weight_decay_follows_each_stage_rate_and_spares_1d_variables(optimizer)
 
 def test_cached_and_live_head_training_agree(tmp_path):
     from resnet_tl.models.classifier import head_of
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
 
     heads = {}
     for cache in (True, False):
@@ -205,7 +208,7 @@ def test_cached_and_live_head_training_agree(tmp_path):
 def test_weights_from_a_file_load_into_the_classifier(tmp_path):
     import keras
 
-    from resnet_tl.models.backbones import build_backbone
+    from resnet_tl.models.resnets import build_backbone
     from resnet_tl.models.classifier import build_classifier, parts
     from resnet_tl.recipe import build_recipe
 
@@ -269,7 +272,7 @@ def _two_phase(tmp_path, name, augment, phase=None, train_cfg=None, head_epochs=
 
 def _check_run(result, ds, epochs):
     """Every epoch recorded with finite losses; model.keras reproduces metrics.json."""
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
 
     assert [r["epoch"] for r in result.history] == list(range(1, epochs + 1))
     assert all(np.isfinite([r["loss"], r["val_loss"]]).all() for r in result.history)
@@ -307,7 +310,7 @@ def test_val_loss_is_plain_cross_entropy_in_every_phase(tmp_path):
     """Best-epoch choice compares val_loss across phases with different label
     smoothing: it must be the unsmoothed cross-entropy in each."""
     from resnet_tl.models.classifier import feature_extractor, head_of
-    from resnet_tl.formats.predictor import load_keras_model
+    from resnet_tl.models.saving import load_keras_model
 
     ds = bars_dataset(n_per_class=8, n_val_per_class=4)
     recipe = tiny_recipe(

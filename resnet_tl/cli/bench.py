@@ -22,9 +22,9 @@ def bench(
     json_: JsonOpt = False,
 ) -> None:
     """Images/s of training, of the input path alone and of inference; which of them limits."""
-    from resnet_tl.training.bench import benchmark
     from resnet_tl.errors import UserError
     from resnet_tl.recipe import load_recipe
+    from resnet_tl.training.bench import benchmark
 
     for p in precision or []:
         if p not in PRECISIONS:

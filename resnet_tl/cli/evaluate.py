@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+from resnet_tl.formats import file_kinds
 
 
 @cli_errors
 def evaluate(
-    target: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, or a model file (.keras, SavedModel folder, .tflite, .onnx, OpenVINO .xml).")],
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help=f"A run folder, or a model file ({file_kinds()}).")],
     data: Annotated[Optional[str], typer.Option("--data", help="Image folder (default for a run: its data.dir; required for a model file).")] = None,
     split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
     labels: Annotated[Optional[str], typer.Option("--labels", help="Model files only: class names, one per line (default: the model's sidecar).")] = None,

@@ -7,18 +7,21 @@ from typing import Annotated, Optional
 import typer
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+from resnet_tl.formats import FORMATS, QUANT_NAMES
+
+QUANTIZABLE = " and ".join(f.title for f in FORMATS.values() if len(f.quantize) > 1)
 
 
 @cli_errors
 def export(
     run: Annotated[str, typer.Argument(help="A finished run folder (holds model.keras, recipe.yaml, labels.txt).")],
-    format_: Annotated[Optional[list[str]], typer.Option("--format", help="savedmodel | tflite | onnx | openvino | keras | all (repeatable; default: recipe export.formats).")] = None,
-    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help="none | float16 | dynamic | int8, TFLite only (repeatable; default: recipe export.quantize).")] = None,
+    format_: Annotated[Optional[list[str]], typer.Option("--format", help=f"{' | '.join(FORMATS)} | all (repeatable; default: recipe export.formats).")] = None,
+    quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help=f"{' | '.join(QUANT_NAMES)}, {QUANTIZABLE} only (repeatable; default: recipe export.quantize).")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity check in each artifact's runtime.")] = False,
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.errors import ExportCheckFailed
-    from resnet_tl.export.exporter.exporter import export_run
+    from resnet_tl.export.exporter import export_run
 
     say = (lambda msg: None) if json_ else (lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
     try:

@@ -8,7 +8,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, out
 @cli_errors
 def info(json_: JsonOpt = False) -> None:
     """What this installation runs on: versions, backend, devices, mixed precision, XLA, cache."""
-    from resnet_tl.sysinfo import system_info
+    from resnet_tl.training.precision import system_info
 
     doc = system_info()
     if json_:

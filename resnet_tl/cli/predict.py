@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+from resnet_tl.formats import file_kinds
 
 
 @cli_errors
 def predict(
-    model: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help="A run folder, a .keras / .tflite / .onnx / OpenVINO .xml file or a SavedModel folder.")],
+    model: Annotated[str, typer.Argument(metavar="RUN_OR_MODEL", help=f"A run folder, or a model file ({file_kinds()}).")],
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Image files, folders (recursive) or globs (quote them).")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per image.")] = 5,
     fmt: Annotated[Optional[str], typer.Option("--format", help="table | csv | jsonl | json (default: table; with --output, from its suffix). csv and jsonl stream row by row.")] = None,
@@ -29,23 +30,23 @@ def predict(
 ) -> None:
     """Predict classes of images; unreadable files are listed with the reason."""
     from resnet_tl.cli.progress import FileProgress
+    from resnet_tl.errors import UserError
+    from resnet_tl.inference import outputs
     from resnet_tl.inference import predict as lib
     from resnet_tl.inference.sort import classify_folder
 
-    from resnet_tl.errors import UserError
-
     fmt = "json" if json_ and fmt is None and sort_into is None and output is None else fmt
-    out_fmt = lib.output_format(fmt, output)
-    if resume and (output is None or out_fmt not in lib.STREAM_FORMATS or sort_into is not None):
+    out_fmt = outputs.output_format(fmt, output)
+    if resume and (output is None or out_fmt not in outputs.STREAM_FORMATS or sort_into is not None):
         raise UserError(f"--resume: received with --output {output} --format {out_fmt}; allowed: with --output FILE as csv or jsonl (--sort-into resumes by itself)")
     common = dict(top_k=top_k, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, min_precision=min_precision)
-    streaming = sort_into is not None or out_fmt in lib.STREAM_FORMATS
+    streaming = sort_into is not None or out_fmt in outputs.STREAM_FORMATS
     with FileProgress(err, enabled=streaming and err.is_terminal) as bar:
         if sort_into is not None:
             result = classify_folder(model, paths, sort_into, mode=mode, progress=bar, **common)
         elif streaming:
             stream = lib.predict_stream(model, paths, progress=bar, output=output, fmt=out_fmt, **common)
-            result = lib.write_stream(stream, out_fmt, output, resume=resume, stdout=sys.stdout)
+            result = outputs.write_stream(stream, out_fmt, output, resume=resume, stdout=sys.stdout)
         else:
             result = lib.predict(model, paths, output=output, fmt=fmt, **common)
     if json_ and (sort_into is not None or output is not None):

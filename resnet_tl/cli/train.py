@@ -24,16 +24,16 @@ def train(
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.recipe import load_recipe
-    from resnet_tl.training.train import resume_recipe
+    from resnet_tl.runs import resume_recipe
 
     if resume:
         r = resume_recipe(resume, recipe, set_ or [], data)
     else:
         r = load_recipe(recipe, set_ or [], data_dir=data)
     if dry_run:
-        from resnet_tl.training.train import plan
+        from resnet_tl.training.schedule import schedule_table
 
-        rows = plan(r)
+        rows = schedule_table(r)
         emit_json(rows) if json_ else _render_plan(rows)
         return
     from resnet_tl.cli.progress import TrainProgress

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+from resnet_tl.models.backbones import names
 
 app = typer.Typer(help="Pretrained weights: where they come from, and converting timm/torchvision checkpoints.",
                   no_args_is_help=True)
@@ -39,7 +40,7 @@ def list_(json_: JsonOpt = False) -> None:
 def convert(
     checkpoint: Annotated[str, typer.Argument(help="A .safetensors or .pth file, or hf://timm/<model>.")],
     out_file: Annotated[str, typer.Option("--out", help="A .keras file (labels in <stem>.json beside it), or a new run folder that export and evaluate take.")],
-    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Expected backbone, checked against the tensors (default: inferred): resnet18, resnet34, resnet50v1.5, resnet101v1.5, resnet152v1.5. torchvision/timm bottleneck nets are v1.5; resnet50/101/152 are keras.applications' v1.")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help=f"Expected backbone, checked against the tensors (default: inferred): {', '.join(names(lambda s: s.torch_layout))}. torchvision/timm bottleneck nets are v1.5; {', '.join(names(lambda s: s.imagenet and s.family == 'keras_v1'))} are keras.applications' v1.")] = None,
     image_size: Annotated[int, typer.Option("--image-size", min=32, max=1024, help="Input side in pixels of the written model.")] = 224,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, as many as the checkpoint's classes (default: class_0 ..).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Run folder only: its data.dir, the images export checks and calibrates int8 with.")] = None,
@@ -53,8 +54,8 @@ def convert(
         return
     out.print(f"wrote {result['model']}: {result['backbone']}, {result['image_size']} px, {result['classes']} classes "
               f"({result['tensors_loaded']} tensors loaded)", highlight=False)
-    for reason, names in result["not_used"].items():
-        err.print(f"not used: {len(names)} tensors ({reason})", highlight=False)
+    for reason, tensors in result["not_used"].items():
+        err.print(f"not used: {len(tensors)} tensors ({reason})", highlight=False)
     if "run_dir" in result:
         out.print(f"run folder {result['run_dir']}: resnet-tl export {result['run_dir']} --format tflite", highlight=False)
     else:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_tl.data.cache import DecodeCache, arrays_for, materialize
+from resnet_tl.data.arrays import arrays_for, materialize
+from resnet_tl.data.cache import DecodeCache
 from resnet_tl.data.decode import DecodeError, decode_bytes, decode_image
 from resnet_tl.data.scan import Item, Scan, Skipped, scan_folder
 from resnet_tl.recipe import DataConfig

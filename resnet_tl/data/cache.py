@@ -12,35 +12,30 @@ A file is looked up by (relative path, size, mtime_ns); a changed file is
 re-hashed, and only re-decoded when its content (sha1) is new. Rows past the
 committed count are garbage from an interrupted run and are overwritten.
 Every index is replaced atomically after the rows it names are on disk, so a
-crash at any point leaves the previous, valid cache. Materializing writes the
-rows of train, val and test contiguously so each split is a plain memmap slice.
+crash at any point leaves the previous, valid cache. `resnet_tl.data.arrays`
+lays the rows of train, val and test out contiguously so each split is a plain memmap slice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
-from resnet_tl.fileio import atomic_write_json
-
-if TYPE_CHECKING:
-    from resnet_tl.data.scan import Scan
+from resnet_tl.fileio import atomic_write_json, read_json
 
 CACHE_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 
 def default_cache_dir() -> Path:
@@ -150,7 +145,7 @@ class DecodeCache:
             yield
 
     def load_facts(self) -> dict[str, Fact]:
-        raw = _read_json(self.folder / "files.json")
+        raw = read_json(self.folder / "files.json")
         if not raw or raw.get("version") != CACHE_VERSION:
             return {}
         try:
@@ -170,12 +165,6 @@ class DecodeCache:
         return RowStore(self.folder / f"{image_size}px", image_size)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
 
 # ------------------------------------------------------------------- rows
 class RowStore:
@@ -186,7 +175,7 @@ class RowStore:
         self.image_size = image_size
         self.row_shape = (image_size, image_size, 3)
         self.row_bytes = image_size * image_size * 3
-        raw = _read_json(folder / "index.json") or {}
+        raw = read_json(folder / "index.json") or {}
         ok = raw.get("version") == CACHE_VERSION and raw.get("image_size") == image_size
         self.rows_file: str = raw.get("rows_file", "rows-1.u8") if ok else _next_rows_name(folder)
         self.n_rows: int = int(raw.get("n_rows", 0)) if ok else 0
@@ -209,9 +198,6 @@ class RowStore:
         if e and e[0] == sha1:
             return e[1]
         return self._by_sha1.get(sha1)
-
-    def has_sha1(self, sha1: str) -> bool:
-        return sha1 in self._by_sha1
 
     def append(self, relpath: str, sha1: str, pixels: np.ndarray) -> int:
         if self._fh is None:
@@ -359,67 +345,3 @@ def parallel_map(fn: Callable, jobs: Iterable, workers: int | None = None) -> It
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-# ------------------------------------------------------------ materialize
-@dataclass
-class Arrays:
-    """Every split of a scan as uint8 (N, size, size, 3) memmap slices and int32 (N,) labels."""
-
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    counters: Counters = field(default_factory=Counters)
-
-
-def materialize(scan: "Scan", image_size: int, cfg, cache: DecodeCache | None = None) -> Arrays:
-    """Decode what the cache lacks, lay the splits out contiguously, return memmap views."""
-    cache = cache or DecodeCache(scan.root, cfg.cache_dir)
-    order = [(it.relpath, it.sha1) for split in SPLITS for it in scan.items.get(split, [])]
-    with cache.lock():
-        store = cache.store(image_size)
-        store.remove_orphans()
-        missing = [it for split in SPLITS for it in scan.items.get(split, []) if store.lookup(it.relpath, it.sha1) is None]
-        missing_rel = {it.relpath for it in missing}
-        cache.counters.reused += sum(rel not in missing_rel and sha not in cache.fresh for rel, sha in order)
-        for path, rel, sha, pixels in parallel_map(lambda it: _decode_item(it, image_size), _unique_by_sha1(missing)):
-            cache.counters.decoded += 1
-            cache.fresh.add(sha)
-            store.append(rel, sha, pixels)
-        store.commit()
-        if not store.is_arranged(order):
-            cache.counters.copied += store.arrange(order)
-    mm = store.memmap()
-    x, y, start = {}, {}, 0
-    for split in SPLITS:
-        items = scan.items.get(split)
-        if items is None:
-            continue
-        x[split] = mm[start:start + len(items)]
-        y[split] = np.array([it.label for it in items], dtype=np.int32)
-        start += len(items)
-    return Arrays(x, y, cache.counters)
-
-
-def _unique_by_sha1(items: list) -> list:
-    seen, out = set(), []
-    for it in items:
-        if it.sha1 not in seen:
-            seen.add(it.sha1)
-            out.append(it)
-    return out
-
-
-def _decode_item(item, image_size: int):
-    pixels, err = decode_checked(item.path, item.sha1, image_size)
-    if err is not None:
-        raise UserError(f"image '{item.path}' decoded at scan time but not at {image_size}px ({err}); remove it")
-    return item.path, item.relpath, item.sha1, pixels
-
-
-def arrays_for(scan: "Scan", split: str, image_size: int, cfg, cache: DecodeCache | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x uint8 (N, image_size, image_size, 3) memmap, y int32 (N,) of one split ('train', 'val', 'test')."""
-    if split not in scan.items:
-        raise UserError(f"split '{split}' not in the scan of '{scan.root}'; allowed: {', '.join(scan.items)}")
-    arrays = materialize(scan, image_size, cfg, cache)
-    return arrays.x[split], arrays.y[split]
-

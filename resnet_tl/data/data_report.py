@@ -1,4 +1,4 @@
-"""What a scan found, as plain data (for --json) and as rich tables."""
+"""What a scan found, as plain data: data_report.json of a run, and `resnet-tl data check --json`."""
 
 from __future__ import annotations
 
@@ -41,62 +41,3 @@ def data_report(scan: Scan, cfg: DataConfig) -> dict:
         "problems": list(scan.problems),
         "cache": scan.counters.as_dict(),
     }
-
-
-def render_report(report: dict, console) -> None:
-    """Print `report` (from data_report) with rich tables."""
-    from rich.table import Table
-
-    splits = list(report["splits"])
-    console.print(f"[bold]{report['root']}[/] ({report['layout'].replace('_', ' ')}, {report['image_size']} px)")
-    t = Table(title="Classes", title_justify="left")
-    t.add_column("#", justify="right")
-    t.add_column("class")
-    for s in splits:
-        t.add_column(s, justify="right")
-    t.add_column("balanced weight", justify="right")
-    for c in report["classes"]:
-        w = report["class_weights_balanced"].get(c["name"])
-        t.add_row(str(c["index"]), c["name"], *[str(c[s]) for s in splits], f"{w:.3f}" if w is not None else "-")
-    t.add_row("", "[bold]total[/]", *[f"[bold]{report['splits'][s]}[/]" for s in splits], "")
-    console.print(t)
-
-    st = report["image_stats"]
-    if st.get("count"):
-        console.print(
-            f"Image sizes (px): width {st['width']['min']}..{st['width']['max']} (median {st['width']['median']:g}), "
-            f"height {st['height']['min']}..{st['height']['max']} (median {st['height']['median']:g}); "
-            f"formats {_counts(st['formats'])}; modes {_counts(st['modes'])}"
-        )
-    ign = {k: v for k, v in report["ignored"].items() if v}
-    if ign:
-        console.print("Ignored files: " + _counts(ign))
-    if report["skipped"]:
-        t = Table(title=f"Skipped files ({report['skipped_count']}: {_counts(report['skipped_by_reason'])})", title_justify="left")
-        t.add_column("file", overflow="fold")
-        t.add_column("reason")
-        t.add_column("detail", overflow="fold")
-        for s in report["skipped"]:
-            t.add_row(s["path"], s["reason"], s["detail"])
-        console.print(t)
-    for kind, rows in (("Leakage (same image in several splits)", report["leakage"]),
-                       ("Duplicates within a split", report["duplicates"])):
-        if rows:
-            t = Table(title=f"{kind}: {len(rows)}", title_justify="left")
-            t.add_column("sha1")
-            t.add_column("where")
-            t.add_column("files", overflow="fold")
-            for r in rows:
-                where = ", ".join(r["splits"]) if "splits" in r else f"{r['split']}: {', '.join(sorted(set(r['classes'])))}"
-                t.add_row(r["hash"][:12], where, "\n".join(r["paths"]))
-            console.print(t)
-    for w in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    for p in report["problems"]:
-        console.print(f"[red]problem:[/] {p}", highlight=False)
-    verdict = "[green]ok: training can proceed[/]" if report["ok"] else "[red]not ok: training cannot proceed[/]"
-    console.print(f"{report['used']} images used, {report['skipped_count']} skipped. {verdict}")
-
-
-def _counts(d: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in d.items())

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import io
 import warnings
-from struct import error as struct_error  # Pillow leaks it on short headers
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error  # Pillow leaks it on short headers
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError

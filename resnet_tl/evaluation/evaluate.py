@@ -15,21 +15,28 @@ sidecar) and the reliability curves `reliability.png` draws.
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
-from resnet_tl.inference.calibration import calibration_report, load_calibration
+from resnet_tl.data import load_dataset
 from resnet_tl.errors import UserError
-from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from resnet_tl.evaluation.html_report import write_report
 from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
-from resnet_tl.runs import is_run, read_labels, resolve_model
-from resnet_tl.formats.predictor import predict_probs
+from resnet_tl.evaluation.plots import plot_confusion, plot_reliability
+from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from resnet_tl.formats import file_kinds
+from resnet_tl.formats.predictor import load_predictor
+from resnet_tl.models.batched import predict_probs
+from resnet_tl.inference.calibration import calibration_report, load_calibration
 from resnet_tl.inference.tta import predict_tta
+from resnet_tl.recipe import DataConfig, EvaluateConfig, load_recipe
+from resnet_tl.runs import is_run, read_labels, resolve_model
 
 SPLITS = ("val", "test")
 
@@ -38,8 +45,6 @@ SPLITS = ("val", "test")
 def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
     """metrics.json, confusion_matrix.csv/.png, reliability.png, misclassified.csv and the
     misclassified images (from `images`, the uint8 arrays the model saw) in `out_dir`."""
-    from resnet_tl.evaluation.plots import plot_confusion, plot_reliability
-
     out_dir = Path(out_dir)
     thumbs = out_dir / "misclassified"
     written = set()
@@ -65,15 +70,13 @@ def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
 
 
 def _cm_csv(result: dict) -> str:
-    buf = _io.StringIO()
+    buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["true \\ predicted", *result["classes"]])
     for name, row in zip(result["classes"], result["confusion_matrix"]):
@@ -82,7 +85,7 @@ def _cm_csv(result: dict) -> str:
 
 
 def _misclassified_csv(result: dict) -> str:
-    buf = _io.StringIO()
+    buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["rank", "path", "true", "predicted", "confidence", "true_probability"])
     for rank, m in enumerate(result["misclassified"], start=1):
@@ -90,8 +93,8 @@ def _misclassified_csv(result: dict) -> str:
     return buf.getvalue()
 
 
-def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str = "val", probs: np.ndarray | None = None,
-                       temperature: float | None = None) -> dict:
+def evaluate_in_memory(classifier, ds, cfg: EvaluateConfig, out_dir: str | Path, split: str = "val",
+                       probs: np.ndarray | None = None, temperature: float | None = None, batch_size: int = 32) -> dict:
     """Evaluate a Keras classifier already in memory on a loaded dataset (the end of training).
 
     probs: the classifier's probabilities (N, C) on `split` when already computed.
@@ -99,10 +102,10 @@ def evaluate_in_memory(classifier, ds, recipe, out_dir: str | Path, split: str =
     """
     x, y, paths = split_arrays(ds, split, "the dataset")
     if probs is None:
-        probs = predict_probs(classifier, x, recipe.train.batch_size)
+        probs = predict_probs(classifier, x, batch_size)
     result = classification_metrics(
-        y, probs, list(ds.classes), top_k=resolve_top_k(recipe.evaluate.top_k, len(ds.classes)),
-        misclassified=recipe.evaluate.misclassified, paths=paths,
+        y, probs, list(ds.classes), top_k=resolve_top_k(cfg.top_k, len(ds.classes)),
+        misclassified=cfg.misclassified, paths=paths,
     )
     result = {"split": split, **result, "calibration": calibration_report(probs, y, temperature)}
     write_eval(out_dir, result, x)
@@ -123,7 +126,6 @@ def split_arrays(ds, split: str, where: str):
 @dataclass
 class _Target:
     """What `evaluate` runs: a predict function and everything known about it."""
-
     predict: Callable[[np.ndarray], np.ndarray]  # uint8 (B, S, S, 3) -> float32 (B, C)
     labels: list[str]
     image_size: int
@@ -150,12 +152,10 @@ def evaluate(
     (`resnet_tl.inference.tta`, 5 model calls per image). Returns the metrics with
     `model`, `split`, `data`, `tta`, `seconds` (prediction time) and `out_dir`.
     """
-    from resnet_tl.data import load_dataset
-
     if split not in SPLITS:
         raise UserError(f"--split: received {split!r}; allowed: {', '.join(SPLITS)}")
     if not Path(target).exists():
-        raise UserError(f"'{target}' not found; allowed: a run folder or a model file (.keras, SavedModel folder, .tflite, .onnx, .xml)")
+        raise UserError(f"'{target}' not found; allowed: a run folder or a model file ({file_kinds()})")
     if data is None and not is_run(target):
         raise UserError(f"--data: required with a model file ('{target}'); allowed: a folder of class subfolders or train/ val/ [test/]")
     t = _open_target(target, labels)
@@ -163,7 +163,7 @@ def evaluate(
     if out is not None:
         out_dir = Path(out)
     elif t.run is not None:
-        out_dir = t.run.root / "eval" / split
+        out_dir = t.run.eval_dir(split)
     else:
         out_dir = t.model_path.parent / "eval" / t.model_path.name.split(".")[0] / split
     _refuse_inside(out_dir, root)
@@ -189,16 +189,11 @@ def evaluate(
               "calibration": calibration_report(probs, y, cal.temperature if cal else None)}
     write_eval(out_dir, result, x)
     if t.run is not None:
-        from resnet_tl.evaluation.html_report import write_report
-
         write_report(t.run.root)
     return {**result, "out_dir": str(out_dir)}
 
 
 def _open_target(target: str | Path, labels: str | Path | None) -> _Target:
-    from resnet_tl.recipe import DataConfig, EvaluateConfig, load_recipe
-    from resnet_tl.formats.predictor import load_predictor
-
     model_path, run = resolve_model(target)
     predictor = load_predictor(model_path)
     if run is not None:

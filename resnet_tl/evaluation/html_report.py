@@ -12,15 +12,15 @@ from __future__ import annotations
 import base64
 import html
 import importlib.util
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
-from resnet_tl.fileio import atomic_write_text
+import yaml
 
-TENSORBOARD_DIR = "tensorboard"
-
+from resnet_tl.fileio import atomic_write_text, read_json
+from resnet_tl.runs import RunPaths
+from resnet_tl.kerasenv import quiet_tensorflow
 
 # -------------------------------------------------------------- tensorboard
 def write_tensorboard(history: list[dict], logdir: Path) -> bool:
@@ -34,8 +34,6 @@ def write_tensorboard(history: list[dict], logdir: Path) -> bool:
     if importlib.util.find_spec("tensorflow") is None:
         return False
     try:
-        from resnet_tl.kerasenv import quiet_tensorflow
-
         quiet_tensorflow()
         import tensorflow as tf
     except ImportError:
@@ -83,31 +81,29 @@ def _float(v) -> float | None:
 # ------------------------------------------------------------------ report
 def write_report(run_dir: str | Path) -> Path:
     """(Re)build RUN/report.html from what the run folder holds; returns its path."""
-    root = Path(run_dir)
-    path = root / "report.html"
-    atomic_write_text(path, render_report(root))
-    return path
+    paths = RunPaths(Path(run_dir))
+    atomic_write_text(paths.report, render_report(paths))
+    return paths.report
 
 
-def render_report(root: Path) -> str:
+def render_report(paths: RunPaths) -> str:
+    """The page of a run folder, as HTML text."""
     e = _esc
-    status = _read_json(root / "status.json") or {}
-    metrics = _read_json(root / "metrics.json") or {}
-    recipe_text = _read_text(root / "recipe.yaml")
-    title = f"resnet-tl run {root.resolve().name}"
-    calibration = _read_json(root / "calibration.json") or {}
+    status = read_json(paths.status) or {}
+    metrics = read_json(paths.metrics) or {}
+    recipe_text = _read_text(paths.recipe)
+    title = f"resnet-tl run {paths.root.resolve().name}"
+    calibration = read_json(paths.calibration) or {}
     body = [f"<h1>{e(title)}</h1>", _summary(status, metrics, recipe_text, calibration)]
-    body.append(_section("Training curves", _curves(root)))
-    for split_dir in sorted((root / "eval").glob("*/metrics.json")):
+    body.append(_section("Training curves", _curves(paths)))
+    for split_dir in sorted(paths.eval_root.glob("*/metrics.json")):
         body.append(_eval_section(split_dir.parent))
-    body.append(_section("Data", _data(_read_json(root / "data_report.json"))))
+    body.append(_section("Data", _data(read_json(paths.data_report))))
     body.append(_section("Recipe", f"<pre class='recipe'>{e(recipe_text or '(no recipe.yaml)')}</pre>"))
     return _PAGE.format(title=e(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
 
 
 def _summary(status: dict, metrics: dict, recipe_text: str | None, calibration: dict) -> str:
-    import yaml
-
     try:
         recipe = yaml.safe_load(recipe_text or "") or {}
     except yaml.YAMLError:
@@ -131,18 +127,18 @@ def _summary(status: dict, metrics: dict, recipe_text: str | None, calibration: 
     return f"<table class='summary'>{cells}</table>"
 
 
-def _curves(root: Path) -> str:
-    png = root / "plots" / "curves.png"
+def _curves(paths: RunPaths) -> str:
+    png = paths.curves
     parts = [_img(png, "training curves: loss and accuracy per epoch", "wide") if png.is_file() else "<p class='note'>No curves (plots/curves.png is missing).</p>"]
-    if (root / TENSORBOARD_DIR).is_dir():
-        parts.append(f"<p class='note'>TensorBoard logs: <code>tensorboard --logdir {_esc(root / TENSORBOARD_DIR)}</code></p>")
+    if paths.tensorboard.is_dir():
+        parts.append(f"<p class='note'>TensorBoard logs: <code>tensorboard --logdir {_esc(paths.tensorboard)}</code></p>")
     else:
         parts.append("<p class='note'>No TensorBoard logs: TensorFlow was not importable when training ended.</p>")
     return "\n".join(parts)
 
 
 def _eval_section(folder: Path) -> str:
-    m = _read_json(folder / "metrics.json") or {}
+    m = read_json(folder / "metrics.json") or {}
     split = folder.name
     e = _esc
     head = [f"accuracy <b>{_fmt(m.get('accuracy'))}</b>"]
@@ -265,12 +261,6 @@ def _section(title: str, inner: str, anchor: str | None = None) -> str:
     ident = f" id='{_esc(anchor)}'" if anchor else ""
     return f"<section{ident}><h2>{_esc(title)}</h2>\n{inner}\n</section>"
 
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _read_text(path: Path) -> str | None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _figure(figsize):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=figsize)
 
 

@@ -1,6 +1,7 @@
 """The app runtime's view of a `.tflite`: MediaPipe Tasks' ImageClassifier, given image files.
 
     mediapipe_parity(tflite, files, labels, reference, y) -> parity dict (as export's other rows)
+    app_row(art, ...) -> the "└ mediapipe" row export adds under each checked .tflite
 
 This is what an Android, iOS or web app runs: the model's own metadata says how
 to normalise the input and names the categories; MediaPipe decodes the file and
@@ -21,17 +22,20 @@ EXIF orientation, as we do. BENCHMARKS.md measures the effect.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from resnet_tl.errors import UserError
+from resnet_tl.export.parity import gates, threshold
+from resnet_tl.formats.tflite_metadata import app_input_problem
+from resnet_tl.kerasenv import fd2_silenced
+from PIL import Image
 
 
 def _mediapipe():
     try:
-        from resnet_tl.kerasenv import fd2_silenced
-
         with fd2_silenced():  # absl's start-up banner
             import mediapipe as mp
             from mediapipe.tasks.python import vision
@@ -43,13 +47,10 @@ def _mediapipe():
 
 class MediaPipeClassifier:
     """A `.tflite` with metadata in MediaPipe's ImageClassifier: file -> (category name, scores by label)."""
-
     def __init__(self, path: str | Path, labels: list[str]):
         self.mp, vision, BaseOptions = _mediapipe()
         self.labels = labels
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
-        from resnet_tl.kerasenv import fd2_silenced
-
         with fd2_silenced():  # XNNPACK delegate banner
             self._classifier = vision.ImageClassifier.create_from_options(options)
 
@@ -141,8 +142,6 @@ def files_for(dataset, scratch: Path) -> tuple[list[Path], list[Path] | None, st
 
 def pixel_files(images: np.ndarray, folder: Path) -> list[Path]:
     """uint8 images (N, S, S, 3) written losslessly as folder/00000.png ...; MediaPipe reads them unresized."""
-    from PIL import Image
-
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, img in enumerate(images):
@@ -150,3 +149,26 @@ def pixel_files(images: np.ndarray, folder: Path) -> list[Path]:
         if not out[-1].exists():
             Image.fromarray(img).save(out[-1])
     return out
+
+
+def app_row(art, tflite: Path, labels: list[str], cfg, dataset, reference: np.ndarray, scratch: Path):
+    """MediaPipe's parity row for a checked .tflite artifact `art`: its files, its decoder and resize,
+    its category names; a copy of `art` with runtime "mediapipe", its own parity, gates and check."""
+    row = replace(art, runtime="mediapipe", check="skipped", parity=None, gates={}, note="")
+    problem = app_input_problem(art.io)
+    if problem:
+        row.check, row.note = "failed", problem
+        return row
+    files, same_pixels, source = files_for(dataset, scratch / "val_png")
+    p = mediapipe_parity(tflite, files, labels, reference, dataset.y_val, cfg.latency_images, same_pixels)
+    p["images"] = source
+    row.parity, need = p, threshold(cfg, art.quantize)
+    row.gates = gates(p, cfg, art.quantize)
+    row.check = "passed" if all(g["passed"] for g in row.gates.values()) and p["names_from_model"] else "failed"
+    if not p["names_from_model"]:
+        row.note = "MediaPipe returned no category names from the model's metadata"
+    elif p["agreement"] < need and p.get("agreement_same_pixels", 0.0) >= need:
+        row.note = (f"top-1 agreement {p['agreement']:.4f} < {need} on the image files, {p['agreement_same_pixels']:.4f} "
+                    "on our decoder's pixels: MediaPipe's own resize (bilinear, no antialiasing) or dropped alpha "
+                    "changes predictions; see README 'In an app'")
+    return row

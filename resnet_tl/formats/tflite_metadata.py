@@ -19,6 +19,10 @@ mean/std for all channels and only uint8 or float32 image inputs.
 from __future__ import annotations
 
 import gc
+import importlib
+import json
+import sys
+import types
 from dataclasses import dataclass
 
 from resnet_tl.errors import UserError
@@ -29,7 +33,6 @@ LABEL_FILE = "labels.txt"
 @dataclass(frozen=True)
 class ModelInfo:
     """What the metadata says about the model (strings shown by model viewers and Android Studio)."""
-
     name: str
     description: str
     version: str
@@ -60,10 +63,6 @@ def _provide_parser_version_module() -> None:
     (mediapipe/tasks/cc/metadata/metadata_version.cc). A wheel that has the
     real module keeps it.
     """
-    import importlib
-    import sys
-    import types
-
     try:
         importlib.import_module(_PARSER_VERSION_MODULE)
         return
@@ -150,8 +149,6 @@ def with_metadata(flatbuffer: bytes, labels: list[str], info: ModelInfo) -> byte
 
 def read_metadata(flatbuffer: bytes) -> dict:
     """{"json": the metadata as JSON text, "labels": the packed labels.txt lines}; what an app would see."""
-    import json
-
     _writers()  # the same import fix-up as for writing
     from mediapipe.tasks.python.metadata import metadata
 

@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.errors import UserError
+from resnet_tl.formats import detect_format
+from resnet_tl.formats.predictor import read_sidecar
+from resnet_tl.runs import RunPaths, is_run
 
 ECE_BINS = 15  # Guo et al.'s bin count
 T_BOUNDS = (0.05, 20.0)  # the search range of T; sharpening beyond 20x or flattening beyond 20x is never sane
@@ -197,7 +200,6 @@ class Calibration:
     run folder, absent for a model file, which has only `thresholds`
     (min_precision -> threshold, precomputed on PRECISION_GRID).
     """
-
     temperature: float
     val_confidence: np.ndarray | None = None
     val_correct: np.ndarray | None = None
@@ -294,8 +296,6 @@ def sidecar_fields(cal: Calibration | None) -> dict:
 def load_calibration(path: str | Path) -> Calibration | None:
     """The calibration of a run folder (RUN/calibration.json) or of a model
     file (the "temperature" key of its sidecar JSON); None when it has none."""
-    from resnet_tl.runs import RunPaths, is_run
-
     p = Path(path)
     if is_run(p):
         f = RunPaths(p).calibration
@@ -306,8 +306,6 @@ def load_calibration(path: str | Path) -> Calibration | None:
         except (OSError, ValueError) as e:
             raise UserError(f"'{f}': not readable JSON ({e})") from None
         return _from_doc(doc, str(f))
-    from resnet_tl.formats import detect_format
-    from resnet_tl.formats.predictor import read_sidecar
 
     doc = read_sidecar(p, detect_format(p)) or {}
     return _from_doc(doc, f"the sidecar of '{p}'") if doc.get("temperature") else None

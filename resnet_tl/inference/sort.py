@@ -32,8 +32,9 @@ from typing import Any, Callable
 
 from resnet_tl import faults
 from resnet_tl.errors import UserError
-from resnet_tl.fileio import atomic_path, atomic_write_text
-from resnet_tl.inference.predict import PredictStream, csv_cells, csv_header, predict_stream
+from resnet_tl.fileio import atomic_path, atomic_write_text, fsync_dir
+from resnet_tl.inference.outputs import csv_cells, csv_header
+from resnet_tl.inference.predict import PredictStream, predict_stream
 
 MODES = ("copy", "link", "move")
 UNSURE = "_unsure"
@@ -146,7 +147,7 @@ class Sorter:
         faults.point("sort_copied")
         if mode == "move" and src.exists() and not _same_file(src, dst):
             src.unlink()
-            _fsync_dir(src.parent)
+            fsync_dir(src.parent)
         faults.point("sort_unlinked")
         self._log({"op": "done", "src": entry["src"], "row": row}, sync=False)
         self.done.add(entry["src"])
@@ -251,12 +252,3 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         return False
 
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

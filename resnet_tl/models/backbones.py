@@ -1,47 +1,25 @@
-"""Backbones: a table of ResNet variants and one builder per family.
+"""The backbone table: every ResNet variant as a row of data.
 
-Variants are data (``BACKBONES``), families are functions. Every backbone is a
-headless ``keras.Model`` named after its variant: float32 input of shape
-(image_size, image_size, 3), already preprocessed (see ``BackboneSpec``), and
-output the last feature map (B, h, w, C), channels last. Layer names follow
-keras.applications (``conv1_conv``, ``conv4_block3_2_bn``, ...) for every
-family, so ``stage_of`` and one freezing schedule address every backbone.
+Variants are data (``BACKBONES``), families are functions (their builders are
+in `resnet_tl.models.resnets`). Adding a variant of a known family is one row
+here (and its published parameter count in the tests); the recipe schema,
+``--help``, the errors and the stage names follow from the table.
 
-Only ``keras``, ``keras.layers`` and ``keras.saving`` are used, so the module
-runs under the TensorFlow and JAX backends alike; Keras is imported on first
-use, so reading the table (the recipe schema does) costs nothing.
+Every backbone is a headless ``keras.Model`` named after its variant: float32
+input of shape (image_size, image_size, 3), already preprocessed (see
+``BackboneSpec``), and output the last feature map (B, h, w, C), channels last.
+Layer names follow keras.applications (``conv1_conv``, ``conv4_block3_2_bn``,
+...) for every family, so ``stage_of`` and one freezing schedule address every
+backbone. This module imports no Keras: the recipe schema reads the table.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from resnet_tl.errors import UserError
-
-
-class _LazyModule:
-    """Imports a module on first attribute access: the table below is read by
-    the recipe schema (and so by `--help`), which must not pay for Keras."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr: str):
-        import importlib
-
-        from resnet_tl.kerasenv import keras_module
-
-        keras_module()  # first import of Keras, quietly
-        return getattr(importlib.import_module(self._name), attr)
-
-
-keras = _LazyModule("keras")
-layers = _LazyModule("keras.layers")
 
 Family = Literal["keras_v1", "keras_v2", "basic", "torch_v1.5", "cifar"]
 Preprocessing = Literal["caffe", "tf", "torch"]
@@ -55,7 +33,11 @@ class BackboneSpec:
       backbone. "caffe": RGB->BGR, then subtract the ImageNet mean
       (103.939, 116.779, 123.68); "tf": x / 127.5 - 1; "torch": x / 255, then
       (x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225).
-    imagenet: Keras ships ImageNet weights for it (keras.applications).
+    keras_application: the keras.applications constructor that builds it (and
+      whose ImageNet weights Keras ships), or None for the families we build.
+    torch_layout: its tensors map one to one onto a timm/torchvision ResNet
+      checkpoint (`resnet_tl.models.pretrained`).
+    bottleneck: 1x1-3x3-1x1 blocks (else two 3x3 convs).
     min_size: smallest input side (px) the backbone accepts.
     feature_channels: C of the output feature map.
     """
@@ -65,9 +47,16 @@ class BackboneSpec:
     depths: tuple[int, ...]  # residual blocks per stage, conv2 first
     preprocessing: Preprocessing
     stages: tuple[str, ...]  # stem first, then conv2, conv3, ...
-    imagenet: bool
+    keras_application: str | None
+    torch_layout: bool
+    bottleneck: bool
     min_size: int
     feature_channels: int
+
+    @property
+    def imagenet(self) -> bool:
+        """Keras ships ImageNet weights for it (``model.weights: imagenet``)."""
+        return self.keras_application is not None
 
 
 _IMAGENET_STAGES = ("stem", "conv2", "conv3", "conv4", "conv5")
@@ -77,16 +66,19 @@ _CIFAR_STAGES = ("stem", "conv2", "conv3", "conv4")
 # refuses inputs below 32 px (total stride 32); the CIFAR nets have total
 # stride 4, so 8 px still leaves a 2x2 feature map.
 _FAMILY_FIELDS: dict[str, dict] = {
-    "keras_v1": dict(preprocessing="caffe", stages=_IMAGENET_STAGES, imagenet=True, min_size=32, feature_channels=2048),
-    "keras_v2": dict(preprocessing="tf", stages=_IMAGENET_STAGES, imagenet=True, min_size=32, feature_channels=2048),
-    "basic": dict(preprocessing="torch", stages=_IMAGENET_STAGES, imagenet=False, min_size=32, feature_channels=512),
-    "torch_v1.5": dict(preprocessing="torch", stages=_IMAGENET_STAGES, imagenet=False, min_size=32, feature_channels=2048),
-    "cifar": dict(preprocessing="torch", stages=_CIFAR_STAGES, imagenet=False, min_size=8, feature_channels=64),
+    "keras_v1": dict(preprocessing="caffe", stages=_IMAGENET_STAGES, torch_layout=False, bottleneck=True, min_size=32, feature_channels=2048),
+    "keras_v2": dict(preprocessing="tf", stages=_IMAGENET_STAGES, torch_layout=False, bottleneck=True, min_size=32, feature_channels=2048),
+    "basic": dict(preprocessing="torch", stages=_IMAGENET_STAGES, torch_layout=True, bottleneck=False, min_size=32, feature_channels=512),
+    "torch_v1.5": dict(preprocessing="torch", stages=_IMAGENET_STAGES, torch_layout=True, bottleneck=True, min_size=32, feature_channels=2048),
+    "cifar": dict(preprocessing="torch", stages=_CIFAR_STAGES, torch_layout=False, bottleneck=False, min_size=8, feature_channels=64),
 }
+_KERAS_FAMILIES = ("keras_v1", "keras_v2")
 
 
 def _variant(name: str, family: Family, depths: tuple[int, ...]) -> BackboneSpec:
-    return BackboneSpec(name=name, family=family, depths=depths, **_FAMILY_FIELDS[family])
+    # keras.applications names its constructors after the variant: resnet50v2 -> ResNet50V2.
+    app = "ResNet" + name.removeprefix("resnet").upper() if family in _KERAS_FAMILIES else None
+    return BackboneSpec(name=name, family=family, depths=depths, keras_application=app, **_FAMILY_FIELDS[family])
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -116,41 +108,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     )
 }
 
-_KERAS_APPLICATIONS = {
-    "resnet50": "ResNet50",
-    "resnet101": "ResNet101",
-    "resnet152": "ResNet152",
-    "resnet50v2": "ResNet50V2",
-    "resnet101v2": "ResNet101V2",
-    "resnet152v2": "ResNet152V2",
-}
-
-
-# ------------------------------------------------------------------ public API
-def build_backbone(name: str, image_size: int, weights: str = "none") -> keras.Model:
-    """Headless feature extractor: (B, image_size, image_size, 3) -> (B, h, w, C).
-
-    weights: "none" (random init, seeded by keras.utils.set_random_seed),
-    "imagenet" (Keras's own hash-checked download; keras families only) or a
-    path to a ``.weights.h5`` / ``.keras`` / legacy ``.h5`` file. timm and
-    torchvision checkpoints: ``pretrained.backbone_with_weights``.
-    """
-    spec = _spec(name)
-    if image_size < spec.min_size:
-        raise UserError(f"data.image_size: received {image_size} for backbone '{name}'; allowed: >= {spec.min_size}")
-    if weights == "imagenet":
-        if not spec.imagenet:
-            with_weights = ", ".join(n for n, s in BACKBONES.items() if s.imagenet)
-            raise UserError(
-                f"model.weights: received 'imagenet' for backbone '{name}'; allowed: none or a weights file "
-                f"(Keras ships ImageNet weights only for {with_weights})"
-            )
-        return _imagenet_backbone(spec, image_size)
-    model = _FAMILY_BUILDERS[spec.family](spec, image_size)
-    if weights != "none":
-        _load_weights_file(model, spec, Path(weights))
-    return model
-
 
 def stage_of(layer_name: str, spec: BackboneSpec) -> str:
     """The stage ("stem", "conv2", ...) a backbone layer belongs to."""
@@ -165,269 +122,13 @@ def stage_of(layer_name: str, spec: BackboneSpec) -> str:
     raise ValueError(f"layer '{layer_name}' belongs to no stage of {spec.name}; stages: {', '.join(spec.stages)}")
 
 
-def reference_classifier(name: str, classes: int = 1000, image_size: int = 224) -> keras.Model:
-    """Backbone + global average pooling + Dense(classes): the published layout, for parameter counts."""
-    backbone = build_backbone(name, image_size)
-    inputs = keras.Input((image_size, image_size, 3))
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
-    outputs = layers.Dense(classes, name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"{name}_classifier")
-
-
-def _spec(name: str) -> BackboneSpec:
+def spec_of(name: str) -> BackboneSpec:
+    """The row of `name`; UserError naming the allowed backbones otherwise."""
     if name not in BACKBONES:
         raise UserError(f"model.backbone: received '{name}'; allowed: {', '.join(BACKBONES)}")
     return BACKBONES[name]
 
 
-# -------------------------------------------------------- keras.applications
-def _keras_application(spec: BackboneSpec, image_size: int, weights: str | None = None) -> keras.Model:
-    constructor = getattr(keras.applications, _KERAS_APPLICATIONS[spec.name])
-    model = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3), name=spec.name)
-    if spec.family == "keras_v2":
-        _name_v2_shortcut_pools(model, spec)
-    return model
-
-
-def _name_v2_shortcut_pools(model: keras.Model, spec: BackboneSpec) -> None:
-    # keras.applications leaves the 1x1 max-pool shortcut of the strided last
-    # block of conv2..conv4 unnamed ("max_pooling2d_7"), which no stage could
-    # claim. The pools have no weights, so renaming them changes nothing else;
-    # layers are in topological order, so the k-th pool is conv{k+2}'s.
-    pools = [
-        layer for layer in model.layers
-        if isinstance(layer, layers.MaxPooling2D) and not layer.name.startswith(("pool1_", "conv"))
-    ]
-    blocks = [f"conv{stage}_block{depth}" for stage, depth in zip(range(2, 5), spec.depths)]
-    if len(pools) == len(blocks):
-        for pool, block in zip(pools, blocks):
-            pool.name = f"{block}_0_pool"
-
-
-def _imagenet_backbone(spec: BackboneSpec, image_size: int) -> keras.Model:
-    try:
-        return _keras_application(spec, image_size, weights="imagenet")
-    except Exception as exc:
-        # keras.utils.get_file re-raises urllib errors as a bare Exception
-        # ("URL fetch failure on <url>: ...") and a bad hash as ValueError.
-        text = str(exc)
-        offline = "URL fetch failure" in text or isinstance(exc, OSError) or isinstance(exc.__context__, OSError)
-        if not (offline or "file hash does not match" in text):
-            raise
-        cache = Path(os.environ.get("KERAS_HOME", "~/.keras")) / "models"
-        raise UserError(
-            f"model.weights: could not download the ImageNet weights for '{spec.name}' ({_one_line(exc)}); "
-            f"pass a local file with --set model.weights=PATH, or copy Keras's "
-            f"{spec.name}_weights_tf_dim_ordering_tf_kernels_notop.h5 into {cache}, where Keras picks it up"
-        ) from exc
-
-
-# ------------------------------------------------- basic-block ResNets (ours)
-def _torchvision_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
-    """ResNet-18/34 and v1.5 ResNet-50/101/152, torchvision layout: 7x7/2 conv, 3x3/2 max-pool, 4 stages."""
-    inputs = keras.Input((image_size, image_size, 3))
-    # Explicit symmetric padding, as in torchvision and keras.applications
-    # ("same" pads strided convs on the bottom/right only).
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
-    x = _conv(64, 7, 2, "conv1_conv")(x)
-    x = _batchnorm("conv1_bn")(x)
-    x = layers.Activation("relu", name="conv1_relu")(x)
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    block = _bottleneck_block if spec.family == "torch_v1.5" else _basic_block
-    x = _stages(x, spec.depths, filters=(64, 128, 256, 512), block=block)
-    return keras.Model(inputs, x, name=spec.name)
-
-
-def _cifar_resnet(spec: BackboneSpec, image_size: int) -> keras.Model:
-    """CIFAR ResNet-6n+2 (paper section 4.2): 3x3 conv 16, stages of 16/32/64 filters,
-    parameter-free shortcuts (option A), hence the paper's Table 6 counts."""
-    inputs = keras.Input((image_size, image_size, 3))
-    x = _conv(16, 3, 1, "conv1_conv", padding="same")(inputs)
-    x = _batchnorm("conv1_bn")(x)
-    x = layers.Activation("relu", name="conv1_relu")(x)
-    x = _stages(x, spec.depths, filters=(16, 32, 64), block=_cifar_block)
-    return keras.Model(inputs, x, name=spec.name)
-
-
-def _stages(x, depths: tuple[int, ...], filters: tuple[int, ...], block=None):
-    # The first stage keeps the resolution (the stem already downsampled);
-    # every later one halves it in its first block.
-    for index, (blocks, width) in enumerate(zip(depths, filters)):
-        stage = f"conv{index + 2}"
-        for index_in_stage in range(1, blocks + 1):
-            stride = 2 if index > 0 and index_in_stage == 1 else 1
-            x = (block or _basic_block)(x, width, stride, name=f"{stage}_block{index_in_stage}")
-    return x
-
-
-def _cifar_block(x, filters: int, stride: int, name: str):
-    return _basic_block(x, filters, stride, name, shortcut=_zero_pad_shortcut)
-
-
-def _basic_block(x, filters: int, stride: int, name: str, shortcut=None):
-    """Two 3x3 convs + shortcut; `shortcut(x, filters, stride, name)` where the shape changes
-    (default: the 1x1 projection, option B)."""
-    shortcut = shortcut or _projection_shortcut
-    residual = shortcut(x, filters, stride, name) if stride != 1 or x.shape[-1] != filters else x
-    if stride == 1:
-        x = _conv(filters, 3, 1, f"{name}_1_conv", padding="same")(x)
-    else:
-        x = layers.ZeroPadding2D(1, name=f"{name}_1_pad")(x)
-        x = _conv(filters, 3, stride, f"{name}_1_conv")(x)
-    x = _batchnorm(f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = _conv(filters, 3, 1, f"{name}_2_conv", padding="same")(x)
-    x = _batchnorm(f"{name}_2_bn")(x)
-    x = layers.Add(name=f"{name}_add")([residual, x])
-    return layers.Activation("relu", name=f"{name}_out")(x)
-
-
-def _bottleneck_block(x, width: int, stride: int, name: str):
-    """v1.5 bottleneck (torchvision): 1x1 width, 3x3 width with the stride, 1x1 4*width; projection shortcut where the shape changes."""
-    filters = 4 * width
-    if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, stride, f"{name}_0_conv")(x)
-        shortcut = _batchnorm(f"{name}_0_bn")(shortcut)
-    else:
-        shortcut = x
-    x = _conv(width, 1, 1, f"{name}_1_conv")(x)
-    x = _batchnorm(f"{name}_1_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    if stride == 1:
-        x = _conv(width, 3, 1, f"{name}_2_conv", padding="same")(x)
-    else:
-        x = layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
-        x = _conv(width, 3, stride, f"{name}_2_conv")(x)
-    x = _batchnorm(f"{name}_2_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = _conv(filters, 1, 1, f"{name}_3_conv")(x)
-    x = _batchnorm(f"{name}_3_bn")(x)
-    x = layers.Add(name=f"{name}_add")([shortcut, x])
-    return layers.Activation("relu", name=f"{name}_out")(x)
-
-
-def _projection_shortcut(x, filters: int, stride: int, name: str):
-    """Option B (torchvision, ImageNet): 1x1 conv + BatchNorm."""
-    x = _conv(filters, 1, stride, f"{name}_0_conv")(x)
-    return _batchnorm(f"{name}_0_bn")(x)
-
-
-def _zero_pad_shortcut(x, filters: int, stride: int, name: str):
-    """Option A (He et al. 2016, CIFAR): identity, subsampled by `stride`, new channels zero. No parameters.
-
-    Built from stock Keras layers only, so saved models load without resnet-tl:
-    a 1x1 max-pool with a stride takes every stride-th pixel, and the channel
-    axis is padded as the width axis of a (h*w, C, 1) view, half the new
-    channels on each side (as the reference implementations do).
-    """
-    h, w, c = x.shape[1:]
-    if stride != 1:
-        x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
-        h, w = x.shape[1:3]
-    extra = filters - c
-    x = layers.Reshape((h * w, c, 1), name=f"{name}_0_flat")(x)
-    x = layers.ZeroPadding2D(((0, 0), (extra // 2, extra - extra // 2)), name=f"{name}_0_pad")(x)
-    return layers.Reshape((h, w, filters), name=f"{name}_0_unflat")(x)
-
-
-def _conv(filters: int, size: int, stride: int, name: str, padding: str = "valid") -> layers.Conv2D:
-    # No bias: the BatchNorm after every conv has its own offset (torchvision).
-    return layers.Conv2D(
-        filters, size, strides=stride, padding=padding, use_bias=False, kernel_initializer="he_normal", name=name
-    )
-
-
-def _batchnorm(name: str) -> layers.BatchNormalization:
-    # torchvision's defaults: eps 1e-5, running-stat momentum 0.1 (Keras 0.9).
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
-
-
-_FAMILY_BUILDERS = {
-    "keras_v1": _keras_application,
-    "keras_v2": _keras_application,
-    "basic": _torchvision_resnet,
-    "torch_v1.5": _torchvision_resnet,
-    "cifar": _cifar_resnet,
-}
-
-
-# ------------------------------------------------------------- weight files
-def _load_weights_file(model: keras.Model, spec: BackboneSpec, path: Path) -> None:
-    """Fill ``model`` from a .weights.h5, a .keras or a legacy .h5 file; UserError if it does not fit."""
-    if not path.is_file():
-        raise UserError(f"model.weights: no such file: '{path}'; allowed: none, imagenet or a weights file")
-    if not path.name.endswith((".weights.h5", ".keras", ".h5")):
-        raise UserError(f"model.weights: received '{path}'; allowed: a .weights.h5, .keras or .h5 file")
-    # A failed load makes Keras warn once per layer before it raises; the
-    # UserError says it all, so warnings are shown only after a success.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if _holds_whole_model(path):
-                _copy_from_saved_model(model, spec, path)
-            else:
-                # By topology: what backbone.save_weights and Keras's own
-                # *_notop.h5 files hold. (by_name would leave unmatched
-                # layers silently random, so it is not used.)
-                model.load_weights(path)
-        except UserError:
-            raise
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise UserError(
-                f"model.weights: could not load '{path}' into backbone '{spec.name}': {_one_line(exc)}"
-            ) from exc
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def _holds_whole_model(path: Path) -> bool:
-    if path.name.endswith(".keras"):
-        return True
-    if path.name.endswith(".weights.h5"):
-        return False
-    import h5py  # a Keras dependency; only legacy .h5 files need it
-
-    with h5py.File(path, "r") as f:
-        return "model_config" in f.attrs  # written by model.save("x.h5")
-
-
-def _copy_from_saved_model(model: keras.Model, spec: BackboneSpec, path: Path) -> None:
-    saved = keras.saving.load_model(path, compile=False, safe_mode=True)
-    source = _find_layer(saved, spec.name)
-    if source is None:
-        held = [name for name in BACKBONES if _find_layer(saved, name) is not None]
-        what = f"backbone '{held[0]}'" if held else f"model '{saved.name}' with no known backbone inside"
-        raise UserError(
-            f"model.weights: '{path}' holds {what}, not backbone '{spec.name}'; "
-            f"allowed: a saved '{spec.name}' backbone or a model that contains one"
-        )
-    theirs, ours = source.weights, model.weights
-    # Shapes alone could match by accident; layer/variable names make it certain.
-    if [(_short_path(v), tuple(v.shape)) for v in theirs] != [(_short_path(v), tuple(v.shape)) for v in ours]:
-        raise UserError(
-            f"model.weights: '{path}' holds a '{spec.name}' whose variables differ from backbone '{spec.name}' "
-            f"({len(theirs)} vs {len(ours)} variables)"
-        )
-    model.set_weights(source.get_weights())
-
-
-def _find_layer(model: keras.Model, name: str):
-    """``model`` itself or a (nested) layer of it named ``name``; None if absent."""
-    if model.name == name:
-        return model
-    for layer in getattr(model, "layers", []):
-        found = _find_layer(layer, name)
-        if found is not None:
-            return found
-    return None
-
-
-def _short_path(variable) -> str:
-    # "resnet18/conv1_conv/kernel" and "conv1_conv/kernel" name the same variable.
-    return "/".join(variable.path.split("/")[-2:])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+def names(where=None) -> list[str]:
+    """Backbone names in table order, optionally only those whose spec satisfies `where`."""
+    return [n for n, s in BACKBONES.items() if where is None or where(s)]

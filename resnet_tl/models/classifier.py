@@ -19,12 +19,12 @@ keras = keras_module()
 from keras import layers, ops  # noqa: E402
 
 from resnet_tl.models.backbones import BACKBONES, stage_of  # noqa: E402
-from resnet_tl.models.pretrained import backbone_with_weights  # noqa: E402
+from resnet_tl.models.resnets import build_backbone  # noqa: E402
 from resnet_tl.recipe import HeadConfig, ModelConfig  # noqa: E402
 
-_IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-_IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def preprocess(x, mode: str):
@@ -35,57 +35,21 @@ def preprocess(x, mode: str):
     Built-in layers and ops (no class of ours), so a saved classifier loads with
     plain ``keras.saving.load_model`` where resnet_tl is not installed. The
     constants are constructor arguments, not weights: weight lists stay as they
-    were with `Preprocess`. Computes in float32 whatever the global policy.
+    were with the legacy `resnet_tl.models.saving.Preprocess`. Computes in float32 whatever the global policy.
     """
     if mode == "tf":
         scale, offset = 1.0 / 127.5, -1.0
     elif mode == "caffe":
         x = ops.flip(x, axis=-1)  # saved as keras' own Flip op, loads in safe mode
-        scale, offset = 1.0, [-m for m in _CAFFE_MEAN_BGR]
+        scale, offset = 1.0, [-m for m in CAFFE_MEAN_BGR]
     elif mode == "torch":  # (x/255 - mean) / std, per channel
-        scale = [1.0 / (255.0 * s) for s in _IMAGENET_STD_RGB]
-        offset = [-m / s for m, s in zip(_IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB)]
+        scale = [1.0 / (255.0 * s) for s in IMAGENET_STD_RGB]
+        offset = [-m / s for m, s in zip(IMAGENET_MEAN_RGB, IMAGENET_STD_RGB)]
     else:
         raise ValueError(f"preprocess mode: received {mode!r}; allowed: caffe, tf, torch")
     # Rescaling, not Normalization: its constants are made inside the graph, where
     # Normalization's are captured tensors that tf2onnx turns into extra model inputs.
     return layers.Rescaling(scale, offset=offset, dtype="float32", name="preprocess")(x)
-
-
-@keras.saving.register_keras_serializable(package="resnet_tl")
-class Preprocess(layers.Layer):
-    """The custom layer run folders written before the portable `preprocess` hold; kept so they still load.
-
-    New models use `preprocess` (built-in layers only).
-
-    modes: ``caffe`` (Keras ResNet v1: RGB->BGR, minus ImageNet mean),
-    ``tf`` (ResNet v2: to -1..1), ``torch`` (to 0..1, minus mean, over std).
-    Computes in float32 whatever the global precision policy.
-    """
-
-    def __init__(self, mode: str, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "torch"):
-            raise ValueError(f"Preprocess mode: received {mode!r}; allowed: caffe, tf, torch")
-        self.mode = mode
-
-    def call(self, x):
-        x = ops.cast(x, "float32")
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            x = ops.flip(x, axis=-1)
-            return x - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype="float32")
-        mean = ops.convert_to_tensor(_IMAGENET_MEAN_RGB, dtype="float32") * 255.0
-        std = ops.convert_to_tensor(_IMAGENET_STD_RGB, dtype="float32") * 255.0
-        return (x - mean) / std
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 def build_head(num_features: int, num_classes: int, cfg: HeadConfig) -> "keras.Model":
@@ -110,7 +74,7 @@ def build_head(num_features: int, num_classes: int, cfg: HeadConfig) -> "keras.M
 def build_classifier(cfg: ModelConfig, num_classes: int, image_size: int) -> "keras.Model":
     """Pixels (B, S, S, 3) float 0..255 -> class probabilities (B, num_classes)."""
     spec = BACKBONES[cfg.backbone]
-    backbone = backbone_with_weights(cfg.backbone, image_size, cfg.weights)
+    backbone = build_backbone(cfg.backbone, image_size, cfg.weights)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = preprocess(inputs, spec.preprocessing)
     x = backbone(x)

@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.errors import UserError
-from resnet_tl.models.pretrained import assign, check_backbone, infer_backbone, plan, read_checkpoint
+from resnet_tl.fileio import atomic_path, atomic_write_json, atomic_write_text
+from resnet_tl.models.classifier import backbone_of, build_classifier, head_of
+from resnet_tl.models.pretrained import assign, check_backbone, infer_backbone, map_tensors, read_checkpoint
+from resnet_tl.recipe import ModelConfig, build_recipe, dump_recipe
+from resnet_tl.runs import check_new_run, create_run_dir, read_labels, write_labels, write_status
 
 PREPROCESSING_NOTE = "inside the model: RGB 0..255 -> /255, minus ImageNet mean, over std (torchvision)"
 
@@ -31,8 +35,6 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     run folder's data.dir (export's parity check and int8 calibration images).
     Returns the report as a dict.
     """
-    from resnet_tl.runs import check_new_run
-
     out = Path(out)
     as_run = out.suffix != ".keras"
     if as_run:
@@ -46,7 +48,7 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     if "fc.weight" not in tensors:
         raise UserError(f"weights convert: '{ref}' has no classifier (fc.weight); a headless checkpoint can only "
                         f"start a fine-tune: --set model.weights={ref}")
-    groups, report = plan(tensors, inferred, ref, keep_classifier=True)
+    groups, report = map_tensors(tensors, inferred, ref, keep_classifier=True)
     report.file = str(path)
     labels = _labels(labels_file, report.classes)
     classifier = _classifier(inferred, report.classes, image_size, groups)
@@ -55,7 +57,6 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     if as_run:
         return {**_write_run(out, classifier, labels, ref, inferred, image_size, report, data_dir), **summary}
 
-    from resnet_tl.fileio import atomic_path, atomic_write_json
 
     with atomic_path(out) as tmp:
         classifier.save(tmp)
@@ -67,9 +68,6 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
 
 
 def _classifier(backbone: str, classes: int, image_size: int, groups: dict):
-    from resnet_tl.models.classifier import backbone_of, build_classifier, head_of
-    from resnet_tl.recipe import ModelConfig
-
     classifier = build_classifier(ModelConfig(backbone=backbone, weights="none"), classes, image_size)
     assign(backbone_of(classifier), {k: v for k, v in groups.items() if k != "head_logits"})
     head_of(classifier).get_layer("head_logits").set_weights([np.asarray(a, np.float32) for a in groups["head_logits"]])
@@ -79,10 +77,6 @@ def _classifier(backbone: str, classes: int, image_size: int, groups: dict):
 def _write_run(out: Path, classifier, labels, ref, backbone, image_size, report, data_dir) -> dict:
     """A run folder without training (recipe.yaml, labels.txt, model.keras, status.json), so that
     `resnet-tl export` and `evaluate` take the converted model like a trained one."""
-    from resnet_tl.fileio import atomic_path, atomic_write_text
-    from resnet_tl.recipe import build_recipe, dump_recipe
-    from resnet_tl.runs import create_run_dir, write_labels, write_status
-
     data = {"image_size": image_size, **({"dir": str(Path(data_dir).resolve())} if data_dir else {})}
     recipe = build_recipe({"name": out.name, "data": data, "model": {"backbone": backbone, "weights": ref}})
     paths = create_run_dir(out.parent, out.name)
@@ -95,8 +89,6 @@ def _write_run(out: Path, classifier, labels, ref, backbone, image_size, report,
 
 
 def _labels(labels_file, classes: int) -> list[str]:
-    from resnet_tl.runs import read_labels
-
     if labels_file is None:
         return [f"class_{i}" for i in range(classes)]
     labels = read_labels(labels_file, "--labels")

@@ -27,24 +27,16 @@ ignoring it would give a different network.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from resnet_tl.models.backbones import BACKBONES, build_backbone
-from resnet_tl.errors import UserError
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt")
-HF_PREFIX = "hf://"
+from resnet_tl.errors import UserError, one_line
+from resnet_tl.models.backbones import BACKBONES, names
+from resnet_tl.models.weights import CHECKPOINT_SUFFIXES, HF_PREFIX
 
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance
-
-
-def is_checkpoint(ref: str) -> bool:
-    """True for what this module reads: hf:// references and .safetensors/.pth/.pt paths."""
-    return ref.startswith(HF_PREFIX) or ref.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
 @dataclass
@@ -102,7 +94,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         return dict(load_file(str(path)))
     except Exception as exc:  # safetensors raises its own SafetensorError (and TypeError for bf16)
-        raise UserError(f"model.weights: '{path}' is not a readable float safetensors file ({_one_line(exc)})") from None
+        raise UserError(f"model.weights: '{path}' is not a readable float safetensors file ({one_line(exc, 200)})") from None
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
@@ -118,7 +110,7 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         # weights_only: tensors and plain containers only, never arbitrary code.
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"model.weights: torch could not read '{path}' with weights_only=True ({_one_line(exc)})") from None
+        raise UserError(f"model.weights: torch could not read '{path}' with weights_only=True ({one_line(exc, 200)})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # training-script wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -176,12 +168,11 @@ def infer_backbone(tensors: dict[str, np.ndarray]) -> str:
         blocks = {int(m.group(1)) for k in tensors if (m := re.match(rf"layer{stage}\.(\d+)\.", k))}
         depths.append(max(blocks) + 1 if blocks else 0)
     bottleneck = "layer1.0.conv3.weight" in tensors
-    family = "torch_v1.5" if bottleneck else "basic"
     for name, spec in BACKBONES.items():
-        if spec.family == family and spec.depths == tuple(depths):
+        if spec.torch_layout and spec.bottleneck == bottleneck and spec.depths == tuple(depths):
             return name
     kind = "bottleneck" if bottleneck else "basic"
-    known = ", ".join(n for n, s in BACKBONES.items() if s.family in ("basic", "torch_v1.5"))
+    known = ", ".join(names(lambda s: s.torch_layout))
     raise UserError(f"model.weights: the checkpoint is a {kind}-block ResNet with blocks per stage "
                     f"{'-'.join(map(str, depths))}; allowed: {known}")
 
@@ -201,9 +192,9 @@ def check_backbone(inferred: str, wanted: str, source: str) -> None:
 def expected_tensors(backbone: str, classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """{torch tensor name: torch shape} of `backbone` in torchvision's layout (fc only when `classes`)."""
     spec = BACKBONES[backbone]
-    if spec.family not in ("basic", "torch_v1.5"):
+    if not spec.torch_layout:
         raise UserError(f"model.backbone: received '{backbone}' for a timm/torchvision checkpoint; allowed: "
-                        + ", ".join(n for n, s in BACKBONES.items() if s.family in ("basic", "torch_v1.5")))
+                        + ", ".join(names(lambda s: s.torch_layout)))
     out: dict[str, tuple[int, ...]] = {}
 
     def conv(name, o, i, k):
@@ -216,7 +207,7 @@ def expected_tensors(backbone: str, classes: int | None = None) -> dict[str, tup
 
     conv("conv1", 64, 3, 7)
     bn("bn1", 64)
-    bottleneck = spec.family == "torch_v1.5"
+    bottleneck = spec.bottleneck
     channels = 64
     for stage, (blocks, width) in enumerate(zip(spec.depths, (64, 128, 256, 512)), start=1):
         planes = 4 * width if bottleneck else width
@@ -255,7 +246,7 @@ def keras_layer_of(tensor: str) -> str | None:
 
 
 # ----------------------------------------------------------------- loading
-def plan(tensors: dict[str, np.ndarray], backbone: str, source: str, keep_classifier: bool) -> tuple[dict, LoadReport]:
+def map_tensors(tensors: dict[str, np.ndarray], backbone: str, source: str, keep_classifier: bool) -> tuple[dict, LoadReport]:
     """Check every tensor against `backbone` and group them per Keras layer.
 
     Returns ({keras layer name: [arrays in Keras order]}, report); the
@@ -324,27 +315,11 @@ def assign(model, groups: dict[str, list[np.ndarray]]) -> None:
         layer.set_weights([np.asarray(a, np.float32) for a in groups[layer.name]])
 
 
-def backbone_with_weights(name: str, image_size: int, weights: str):
-    """`backbones.build_backbone`, which also takes a timm/torchvision checkpoint as `weights`.
-
-    A checkpoint is read and checked before the backbone is built, fills it
-    (its classifier left out), and the report of its tensors is shown once as
-    a warning.
-    """
-    if not is_checkpoint(weights):
-        return build_backbone(name, image_size, weights)
-    groups, report = backbone_plan(weights, name)
-    model = build_backbone(name, image_size)
-    assign(model, groups)
-    warnings.warn(report.summary(), stacklevel=2)
-    return model
-
-
-def backbone_plan(ref: str, backbone: str) -> tuple[dict, LoadReport]:
+def backbone_tensors(ref: str, backbone: str) -> tuple[dict, LoadReport]:
     """Read `ref`, check it is a `backbone`, and group its tensors per Keras layer, classifier left out."""
     tensors, path = read_checkpoint(ref)
     check_backbone(infer_backbone(tensors), backbone, ref)
-    groups, report = plan(tensors, backbone, ref, keep_classifier=False)
+    groups, report = map_tensors(tensors, backbone, ref, keep_classifier=False)
     report.file = str(path)
     return groups, report
 
@@ -352,9 +327,4 @@ def backbone_plan(ref: str, backbone: str) -> tuple[dict, LoadReport]:
 def _short_list(names: list[str], n: int = 3) -> str:
     shown = ", ".join(names[:n])
     return shown + (f", ... ({len(names)} in all)" if len(names) > n else "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 

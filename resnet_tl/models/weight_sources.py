@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from resnet_tl.models.backbones import BACKBONES
+from resnet_tl.models.pretrained import expected_tensors
+
 _KERAS_DOCS = "https://keras.io/api/applications/"
 _TV_DOCS = "https://pytorch.org/vision/stable/models/generated/torchvision.models.{}.html"
 _TIMM_CARD = "https://huggingface.co/timm/{}"
@@ -73,9 +76,6 @@ SOURCES: tuple[WeightSource, ...] = (
 
 def list_weights() -> list[dict]:
     """One dict per backbone and source, in BACKBONES order; backbones without any get one row with weights None."""
-    from resnet_tl.models.backbones import BACKBONES
-    from resnet_tl.models.pretrained import expected_tensors
-
     rows = []
     for name, spec in BACKBONES.items():
         mine = [s for s in SOURCES if s.backbone == name]

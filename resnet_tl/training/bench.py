@@ -20,6 +20,21 @@ import time
 
 import numpy as np
 
+from resnet_tl.data.prefetch import loader_workers
+from resnet_tl.models.batched import predict_probs
+from resnet_tl.kerasenv import keras_module
+from resnet_tl.models.backbones import BACKBONES
+from resnet_tl.models.weights import parse_weights
+from resnet_tl.models.classifier import build_classifier
+from resnet_tl.recipe import PhaseConfig
+from resnet_tl.training.precision import configure
+from resnet_tl.training.augment import build_augmenter
+from resnet_tl.training.batches import keras_batches
+from resnet_tl.training.schedule import Phase, all_stages
+from resnet_tl.training.stages import apply_freezing, phase_optimizer
+
+keras = keras_module()
+
 N_CLASSES = 10
 INPUT_MIN_SECONDS = 0.5  # the loader is timed for at least this long (and 3 epochs)
 
@@ -59,26 +74,16 @@ def synthetic(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 def _batches(x, y, batch_size, seed, setup):
     """The trainer's own training batches."""
-    from resnet_tl.data.batches import keras_batches
-
     return keras_batches(x, y, N_CLASSES, batch_size, seed, True, setup=setup)
 
 
 def build_trainer(recipe, setup, x, y):
     """(compiled training model, classifier, batches) as `train` builds them: every
     stage training, augmentation on the device, the trainer's uint8 batches of x, y."""
-    from resnet_tl.training.augment import build_augmenter
-    from resnet_tl.models.backbones import BACKBONES
-    from resnet_tl.kerasenv import keras_module
-    from resnet_tl.models.classifier import build_classifier
-    from resnet_tl.recipe import PhaseConfig
-    from resnet_tl.training.schedule import Phase, all_stages, apply_freezing, phase_optimizer
-
-    keras = keras_module()
     tc, size = recipe.train, recipe.data.image_size
     spec = BACKBONES[recipe.model.backbone]
     # Random weights time the same, and need no download.
-    weights = "none" if recipe.model.weights == "imagenet" or recipe.model.weights.startswith("hf://") else recipe.model.weights
+    weights = "none" if parse_weights(recipe.model.weights).downloads else recipe.model.weights
     keras.utils.set_random_seed(tc.seed)
     batches = _batches(x, y, tc.batch_size, tc.seed, setup)
     with setup.scope():
@@ -100,17 +105,13 @@ def build_trainer(recipe, setup, x, y):
 def build_peer(recipe, setup):
     """Plain Keras for the recipe's backbone: the keras.applications model with its
     own top, Adam, compiled like a Keras guide does; None when Keras has no such model."""
-    from resnet_tl.models.backbones import BACKBONES
-    from resnet_tl.kerasenv import keras_module
-
-    if BACKBONES[recipe.model.backbone].family not in ("keras_v1", "keras_v2"):
+    app = BACKBONES[recipe.model.backbone].keras_application
+    if app is None:
         return None
-    keras = keras_module()
-    name = "ResNet" + recipe.model.backbone.removeprefix("resnet").upper()  # resnet50v2 -> ResNet50V2
     size = recipe.data.image_size
     keras.utils.set_random_seed(recipe.train.seed)
     with setup.scope():
-        model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=N_CLASSES)
+        model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3), classes=N_CLASSES)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"],
                       jit_compile=setup.jit_compile)
     return model
@@ -148,12 +149,6 @@ def benchmark(
     input_over_train (input images/s / training images/s) and limited_by
     ("input" when that ratio is below 1, else "compute").
     """
-    from resnet_tl.training import precision as precision_mod
-    from resnet_tl.data.prefetch import loader_workers
-    from resnet_tl.formats.predictor import predict_probs
-    from resnet_tl.kerasenv import keras_module
-
-    keras = keras_module()
     tc = recipe.train if batch_size is None else recipe.train.model_copy(update={"batch_size": batch_size})
     recipe = recipe.model_copy(update={"train": tc})
     size, bs = recipe.data.image_size, tc.batch_size
@@ -163,7 +158,7 @@ def benchmark(
     try:
         for precision in precisions or [tc.precision]:
             r = recipe.model_copy(update={"train": tc.model_copy(update={"precision": precision})})
-            setup = precision_mod.configure(r.train)
+            setup = configure(r.train)
             model, classifier, batches = build_trainer(r, setup, x, y)
             train_s = statistics.median(step_times(keras, model, batches, warmup))
             row = {"precision": setup.precision, "train_images_per_s": round(bs / train_s, 2)}

@@ -2,7 +2,6 @@
 
 A run folder's ``checkpoint/`` holds three files, each written whole or not
 at all (`resnet_tl.fileio.atomic_path`):
-
     last.npz   every variable of the classifier ("model/00000", ...), of the
                augmenter ("augment/...") and of the optimizer ("optimizer/..."),
                plus "state": the JSON of a `RunState` (where training stands)
@@ -36,6 +35,7 @@ from resnet_tl import faults
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_path, atomic_write_text
 from resnet_tl.runs import RunPaths
+from resnet_tl.training.distribute import to_numpy
 
 CHECKPOINT_VERSION = 1
 HISTORY_FIELDS = ("phase", "epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -50,7 +50,6 @@ class RunState:
     variables the checkpoint holds. best_value / best_epoch: of the monitored
     quantity; patience_left: early stopping's count within the phase.
     """
-
     phase: int = 0
     epoch_in_phase: int = 0
     optimizer_phase: int | None = None
@@ -74,7 +73,6 @@ class RunState:
 @dataclass
 class Checkpoint:
     """A loaded last.npz: the state and the variables' arrays by key."""
-
     state: RunState
     arrays: dict[str, np.ndarray]
 
@@ -137,7 +135,6 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 class _FaultHalfway:
     """A file that calls faults.point("checkpoint") once, after `at` bytes are on disk:
     the SIGKILL tests kill the process in the middle of a checkpoint write."""
-
     def __init__(self, f, at: int):
         self._f, self._at, self._written, self._fired = f, at, 0, False
 
@@ -164,8 +161,6 @@ def write_history(paths: RunPaths, rows: list[dict]) -> None:
 
 
 def variables_arrays(prefix: str, variables) -> dict[str, np.ndarray]:
-    from resnet_tl.training.distribute import to_numpy
-
     return {f"{prefix}{i:05d}": to_numpy(v) for i, v in enumerate(variables)}
 
 

@@ -34,6 +34,9 @@ from typing import Mapping
 import numpy as np
 
 from resnet_tl.errors import UserError
+from resnet_tl.kerasenv import keras_module
+
+keras = keras_module()
 
 ENV_COORDINATOR = "RESNET_TL_COORDINATOR"
 ENV_NUM_PROCESSES = "RESNET_TL_NUM_PROCESSES"
@@ -43,7 +46,6 @@ ENV_PROCESS_ID = "RESNET_TL_PROCESS_ID"
 @dataclass(frozen=True)
 class Cluster:
     """Where the processes of a multi-worker run meet, and which one this is."""
-
     coordinator: str  # HOST:PORT of process 0
     num_processes: int
     process_id: int
@@ -114,9 +116,7 @@ def start_cluster(cluster: Cluster) -> None:
     """Join JAX's distributed runtime. Must run before JAX touches a device."""
     import jax
 
-    from resnet_tl.kerasenv import keras_module
 
-    keras = keras_module()
     if "jax_cpu_collectives_implementation" in jax.config.values:
         # CPU-only processes need a collectives library to all-reduce gradients.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -132,9 +132,8 @@ def make_strategy(mode: str, backend: str):
     """
     if mode == "none":
         if backend == "jax":
-            from resnet_tl.kerasenv import keras_module
 
-            keras_module().distribution.set_distribution(None)
+            keras.distribution.set_distribution(None)
         return None, 1
     if backend == "tensorflow":
         import tensorflow as tf
@@ -143,9 +142,7 @@ def make_strategy(mode: str, backend: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         return strategy, strategy.num_replicas_in_sync
-    from resnet_tl.kerasenv import keras_module
 
-    keras = keras_module()
     devices = keras.distribution.list_devices()
     distribution = keras.distribution.DataParallel(devices=devices)
     # Each process already reads its own shard (ArrayBatches shard_index/num_shards).
@@ -180,9 +177,6 @@ def local_copy(model, build):
     """A copy of `model` on this process only, for saving and evaluating after
     multi-worker training: leaves the distribution, builds a fresh model with
     `build()` and copies the (replicated) weights into it."""
-    from resnet_tl.kerasenv import keras_module
-
-    keras = keras_module()
     values = [to_numpy(v) for v in model.variables]
     keras.distribution.set_distribution(None)
     fresh = build()

@@ -15,7 +15,15 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from resnet_tl.cpus import usable_cpus
+from resnet_tl.data.cache import default_cache_dir
+from resnet_tl.data.prefetch import loader_workers
+from resnet_tl.kerasenv import keras_module
+from resnet_tl.sysinfo import cpu_features, cpu_flags, cpu_model, fast_mixed_precision, package_versions
 from resnet_tl.recipe import TrainConfig
+from resnet_tl.training import distribute
+
+keras = keras_module()
 
 
 @dataclass(frozen=True)
@@ -108,10 +116,6 @@ def configure(cfg: TrainConfig, cluster=None) -> Setup:
     cluster: a `resnet_tl.training.distribute.Cluster` for multi-worker runs; default:
     the one named by the RESNET_TL_* environment variables, if any.
     """
-    from resnet_tl.training import distribute
-    from resnet_tl.kerasenv import keras_module
-
-    keras = keras_module()
 
     backend = keras.backend.backend()
     if cluster is None:
@@ -131,3 +135,23 @@ def configure(cfg: TrainConfig, cluster=None) -> Setup:
     if mode == "multi-worker":
         setup.process_id, setup.num_processes = cluster.process_id, cluster.num_processes
     return setup
+
+
+def system_info() -> dict:
+    """What this installation runs on, for `resnet-tl info`: versions, backend, devices, the CPU,
+    which mixed precision policies the hardware runs fast, XLA, the cache folder. One JSON-ready document."""
+    backend = keras.backend.backend()
+    devices = list_devices(backend)
+    flags = cpu_flags()
+    return {
+        "versions": package_versions(),
+        "backend": backend,
+        "devices": [{"kind": d.kind, "name": d.name, "compute_capability": d.compute_capability} for d in devices],
+        "precision_auto": resolve_precision("auto", devices),
+        "mixed_precision": fast_mixed_precision(devices, flags),
+        "cpu": {"model": cpu_model(), "cpus_usable": loader_workers(), "features": cpu_features(flags)},
+        "xla": backend in ("tensorflow", "jax"),
+        "jit_compile_auto": resolve_jit("auto", backend, devices),
+        "cache_dir": str(default_cache_dir()),
+        "usable_cpus": usable_cpus(),
+    }

@@ -1,6 +1,6 @@
-"""Freeze/unfreeze schedules: phase expansion, stage selection, freezing,
-per-stage learning rates and the learning-rate curve of a phase (the
-optimizers themselves are in `resnet_tl.training.optimizers`).
+"""Freeze/unfreeze schedules as data: phase expansion, stage selection, the feature
+cache of head-only phases and the learning-rate curve of a phase. What these mean
+for a Keras model (freezing, per-stage rates, the optimizer) is `resnet_tl.training.stages`.
 
 Stages are named as Keras names them: ``stem``, ``conv2`` .. ``conv5`` (CIFAR
 ResNets stop at ``conv4``), then ``head``. Depth below the head counts from
@@ -13,25 +13,24 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from resnet_tl.training.augment import is_identity
+import numpy as np
+
 from resnet_tl.errors import UserError
+from resnet_tl.models.backbones import BACKBONES
+from resnet_tl.models.weights import parse_weights
 from resnet_tl.recipe import AugmentConfig, GradualPhase, PhaseConfig, Recipe
+from resnet_tl.training.augment import is_identity
 
 
 @dataclass(frozen=True)
 class Phase:
     """A resolved phase: an expanded schedule entry with its stage set."""
-
     index: int
     name: str
     config: PhaseConfig
     stages: tuple[str, ...]  # stages that train, bottom to top
     cache_views: int = 0  # views of the training set in the feature cache; 0 = trains on live images
     augmented_views: bool = False  # whether those views are augmented
-
-    @property
-    def head_only(self) -> bool:
-        return self.stages == ("head",)
 
     @property
     def uses_feature_cache(self) -> bool:
@@ -131,7 +130,7 @@ def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
 
 def frozen_random_backbone(weights: str, phases: list[Phase], stages: tuple[str, ...]) -> str | None:
     """The warning for a schedule that freezes backbone stages that hold random weights, else None."""
-    if weights != "none":
+    if parse_weights(weights).pretrained:
         return None
     for phase in phases:
         frozen = [s for s in stages if s not in phase.stages]
@@ -140,42 +139,6 @@ def frozen_random_backbone(weights: str, phases: list[Phase], stages: tuple[str,
             return (f"model.weights is 'none' and phase '{phase.name}' freezes {shown}: a frozen random backbone "
                     f"learns nothing; start from pretrained weights (resnet-tl weights list) or train: all")
     return None
-
-
-def apply_freezing(classifier, phase: Phase) -> None:
-    """Set `trainable` on every layer for `phase`.
-
-    Frozen BatchNorm runs in inference mode: Keras 3 uses the moving statistics
-    (and leaves them untouched) whenever a BatchNormalization layer has
-    trainable=False, so 'frozen' means exactly that.
-    """
-    from resnet_tl.models.classifier import stage_layers
-
-    keras = __import__("keras")
-    classifier.trainable = True  # containers must be trainable for their leaves to count
-    for layer, stage in stage_layers(classifier):
-        trains = stage in phase.stages
-        if isinstance(layer, keras.layers.BatchNormalization) and phase.config.batchnorm == "frozen":
-            trains = False
-        layer.trainable = trains
-
-
-def lr_multipliers(classifier, phase: Phase, stages: tuple[str, ...]) -> dict[str, float]:
-    """variable.path -> factor^depth for layer-wise lr decay (only factors != 1)."""
-    from resnet_tl.models.classifier import stage_layers
-
-    factor = phase.config.lr_decay_per_stage
-    if factor == 1.0:
-        return {}
-    full = all_stages(stages)
-    depth = {s: len(full) - 1 - i for i, s in enumerate(full)}
-    out = {}
-    for layer, stage in stage_layers(classifier):
-        for v in layer.trainable_weights:
-            m = factor ** depth[stage]
-            if m != 1.0:
-                out[v.path] = m
-    return out
 
 
 def lr_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
@@ -199,32 +162,7 @@ def lr_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
 
 def lr_at(step: float, steps_per_epoch: int, cfg: PhaseConfig) -> float:
     """Learning rate after `step` optimizer steps of this phase, as a Python float."""
-    import numpy as np
-
     return float(lr_formula(np.float64(step), steps_per_epoch, cfg, np))
-
-
-def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
-    """A Keras LearningRateSchedule of `lr_formula`, in keras.ops (any backend)."""
-    keras = __import__("keras")
-    from keras import ops
-
-    class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            return lr_formula(ops.cast(step, "float32"), steps_per_epoch, cfg, ops)
-
-        def get_config(self):
-            return {}
-
-    return PhaseSchedule()
-
-
-def phase_optimizer(classifier, phase: Phase, stages: tuple[str, ...], steps_per_epoch: int):
-    """The optimizer a phase trains with: its optimizer row, lr curve and per-stage rates."""
-    from resnet_tl.training.optimizers import make_optimizer
-
-    return make_optimizer(phase.config, make_lr_schedule(phase.config, steps_per_epoch),
-                          lr_multipliers(classifier, phase, stages))
 
 
 def describe(phases: list[Phase], steps_per_epoch: int | None = None) -> list[dict]:
@@ -242,3 +180,8 @@ def describe(phases: list[Phase], steps_per_epoch: int | None = None) -> list[di
         })
         start += c.epochs
     return rows
+
+
+def schedule_table(recipe: Recipe) -> list[dict]:
+    """The expanded schedule as rows (for ``train --dry-run``); builds no model and imports no Keras."""
+    return describe(expand_schedule(recipe, BACKBONES[recipe.model.backbone].stages))
