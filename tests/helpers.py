@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from resnet_tl.recipe import build_recipe
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+TESTS = ROOT / "tests"
 
 
 @dataclass

@@ -6,7 +6,6 @@ Peaks are measured with tracemalloc, which sees numpy's buffers as well as Pytho
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import resnet_tl
+from helpers import TESTS
 
 PACKAGE = Path(resnet_tl.__file__).parent
 ROOT = PACKAGE.parent
@@ -184,7 +185,7 @@ _REGISTER_FAKE = (
 
 
 def _cli_with_fake_format(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = _REGISTER_FAKE.format(tests=str(Path(__file__).parent))
+    code = _REGISTER_FAKE.format(tests=str(TESTS))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import ROOT
 import typer
-from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import MESSY_EXPECTED, make_class_folder, noise, save
@@ -314,7 +315,7 @@ def test_data_package_never_imports_tensorflow_or_keras():
         "import sys, resnet_tl.data, resnet_tl.data.batches, resnet_tl.data.data_report, resnet_tl.cli.data;"
         "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]; assert not bad, bad"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
@@ -333,7 +334,7 @@ model.fit(ds, epochs=2, verbose=0)
 assert ds.batches.epoch >= 1, ds.batches.epoch  # reshuffled (fit may begin one extra epoch to build)
 assert "tensorflow" not in sys.modules, "tensorflow was imported"
 """
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import ROOT
+
 from resnet_tl.training.distribute import Cluster, check_batch_size, cluster_from, resolve_distribute
 from resnet_tl.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "scaleout_worker.py"
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'resnet-tl[jax]')")
 ENV = {"RESNET_TL_COORDINATOR": "10.0.0.1:1234", "RESNET_TL_NUM_PROCESSES": "4", "RESNET_TL_PROCESS_ID": "3"}

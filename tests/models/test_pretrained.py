@@ -11,11 +11,12 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+
+from helpers import ROOT
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
@@ -27,7 +28,6 @@ from resnet_tl.models.resnets import build_backbone
 from resnet_tl.cli import app
 from resnet_tl.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 OURS = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50v1.5"}
 

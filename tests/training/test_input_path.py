@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
+
+from helpers import ROOT
 
 from resnet_tl.training.batches import keras_batches
 
@@ -59,6 +60,6 @@ h = model.fit(ds, epochs=2, verbose=0)
 assert len(h.history["loss"]) == 2 and np.isfinite(h.history["loss"]).all()
 assert "tensorflow" not in sys.modules, "tensorflow was imported"
 """
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]

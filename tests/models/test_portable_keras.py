@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 # Runs in a fresh interpreter: resnet_tl is made unimportable (it is installed
 # editable, so a path trick alone would not hide it), then the file is loaded

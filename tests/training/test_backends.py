@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import bars_dataset
+from helpers import ROOT, bars_dataset
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install 'resnet-tl[jax]')")
 
 

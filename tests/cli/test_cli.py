@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import bars_folder
+from helpers import ROOT, bars_folder
 from typer.testing import CliRunner
 
 from resnet_tl.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 

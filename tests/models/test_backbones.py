@@ -17,12 +17,13 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import ROOT
+
 from resnet_tl.models import backbones, resnets
 from resnet_tl.models.backbones import BACKBONES, stage_of
 from resnet_tl.models.resnets import build_backbone, reference_classifier
 from resnet_tl.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 
 # torchvision's resnet18/34 with the 1000-class fc; trainable parameters
 # (torchvision counts BatchNorm running statistics as buffers, not parameters).
@@ -267,7 +268,7 @@ def test_imagenet_other_errors_are_not_disguised(keras_download):
 # ------------------------------------------------------- imports, backends
 def test_importing_the_package_does_not_import_keras():
     code = "import sys, resnet_tl, resnet_tl.errors; assert 'keras' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_no_tensorflow_in_backbones():
@@ -293,5 +294,5 @@ def test_builds_under_the_other_backend():
         "    out = keras.ops.convert_to_numpy(model(np.zeros((1, size, size, 3), 'float32')))\n"
         "    assert out.shape == (1, side, side, spec.feature_channels), out.shape\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": other}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": other}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=300)
