@@ -37,8 +37,10 @@ def cli_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            for line in str(e).splitlines() or ["error"]:
-                err.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+            from rich.markup import escape
+
+            for line in str(e).splitlines() or ["error"]:  # the message names paths: text, not markup
+                err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except ExportCheckFailed as e:
             err.print(f"[bold red]export check failed:[/] {e}", highlight=False, soft_wrap=True)

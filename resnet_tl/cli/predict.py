@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -52,23 +53,44 @@ def predict(
     if json_ and (sort_into is not None or output is not None):
         emit_json(result)
     elif sort_into is not None:
-        placed = ", ".join(f"{k} {v}" for k, v in result["placed"].items()) or "nothing new"
-        err.print(f"{result['mode']} into {result['dest']}: {placed}; {result['already_done']} already done; wrote {result['predictions']}", highlight=False)
+        err.print(_sort_summary(result), highlight=False, markup=False, soft_wrap=True)
     elif output is not None:
-        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}", highlight=False)
+        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}", highlight=False, markup=False)
     elif out_fmt == "json":
         emit_json(result)
     elif out_fmt == "table":
         _table(result)
+    if sort_into is not None and result["failed"]:
+        raise typer.Exit(1)  # not a user error: some files could not be sorted, and were left where they were
+
+
+def _sort_summary(result: dict) -> str:
+    """One line: what went where, what failed (the first reason), what was done before."""
+    placed = ", ".join(f"{k} {v}" for k, v in result["placed"].items()) or "nothing new"
+    line = f"{result['mode']} into {_shown(result['dest'])}: {placed}"
+    if result["failed"]:
+        first = result["failures"][0]
+        line += (f"; {result['failed']} failed, left where they were (first: {_shown(first['path'])}: {first['reason']};"
+                 " all in predictions.csv)")
+    if result["failed_before"]:
+        line += f"; {result['failed_before']} failed before and unchanged, not tried again"
+    return line + f"; {result['already_done']} already done; wrote {_shown(result['predictions'])}"
+
+
+def _shown(path: str) -> str:
+    """A path as text a terminal can show: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _table(result: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table("path", *[f"top {i + 1}" for i in range(result["top_k"])], title=f"{result['model']} ({result['format']})", title_justify="left")
+    t = Table("path", *[f"top {i + 1}" for i in range(result["top_k"])], title=escape(f"{result['model']} ({result['format']})"), title_justify="left")
     for r in result["rows"]:
-        cells = [f"{x['label']} {x['probability']:.3f}" for x in r["top"]] or [f"[red]{r['error']}[/] {r['detail']}"]
+        # Paths, labels and details are text, not Rich markup: "Holiday [from phone]/a.png" stays as it is.
+        cells = [escape(f"{x['label']} {x['probability']:.3f}") for x in r["top"]] or [f"[red]{r['error']}[/] {escape(r['detail'])}"]
         if r.get("prediction") == "unsure":
             cells[0] = f"[yellow]unsure[/] {cells[0]}"
-        t.add_row(r["path"], *cells)
+        t.add_row(escape(_shown(r["path"])), *cells)
     out.print(t)

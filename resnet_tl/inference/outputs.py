@@ -1,4 +1,10 @@
-"""Prediction rows as files: table/csv/json/jsonl formats, streamed csv/jsonl writing, resume."""
+"""Prediction rows as files: table/csv/json/jsonl formats, streamed csv/jsonl writing, resume.
+
+File names that are not valid UTF-8 (Python holds their bytes as lone
+surrogates) are written as their own bytes in csv (as `ls` and `find` print
+them: read the file back with ``errors="surrogateescape"``) and as ``\\udcXX``
+escapes in JSON, so both round-trip to the exact name; --resume recognises them.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,12 @@ from typing import Any, TextIO
 
 from resnet_tl.data.decode import IMAGE_EXTENSIONS
 from resnet_tl.errors import UserError
+from resnet_tl.inference.inputs import canonical
 
 OUTPUT_FORMATS = ("table", "csv", "json", "jsonl")
 STREAM_FORMATS = ("csv", "jsonl")  # written row by row; table and json are whole documents
 THRESHOLD_COLUMNS = ("prediction", "confidence")  # csv columns after path when there is a threshold
+CSV_ERRORS = "surrogateescape"  # a file name's undecodable bytes go out (and come back) as they are
 
 
 def output_format(fmt: str | None, output: str | Path | None) -> str:
@@ -87,7 +95,9 @@ def write_stream(stream, fmt: str, output: str | Path | None = None, *, resume: 
 
     resume: keep the rows already in `output` (a run killed at any point
     leaves at most one partial last line, which is cut) and predict only the
-    files it lacks. Returns the stream's header with the counts.
+    files it lacks, matched by `canonical` path (relative rows are read from
+    the current folder), however the PATHs are typed this time. Returns the
+    stream's header with the counts.
     """
     if fmt not in STREAM_FORMATS:
         raise UserError(f"--format {fmt}: not written row by row; allowed: {', '.join(STREAM_FORMATS)}")
@@ -99,7 +109,12 @@ def write_stream(stream, fmt: str, output: str | Path | None = None, *, resume: 
         stream.skip = _chain_skip(stream.skip, done)
     elif resume and output is None:
         raise UserError("--resume: needs --output FILE (the file to continue)")
-    f = stdout if output is None else open(output, "a" if done or (resume and Path(output).is_file()) else "w", newline="", encoding="utf-8")
+    if output is None:
+        f = stdout
+        if hasattr(f, "reconfigure"):
+            f.reconfigure(errors=CSV_ERRORS)
+    else:
+        f = open(output, "a" if done or (resume and Path(output).is_file()) else "w", newline="", encoding="utf-8", errors=CSV_ERRORS)
     try:
         w = csv.writer(f, lineterminator="\n")
         if fmt == "csv" and (output is None or f.tell() == 0):
@@ -120,13 +135,15 @@ def write_stream(stream, fmt: str, output: str | Path | None = None, *, resume: 
 
 
 def _chain_skip(skip, done: set[str]):
-    if skip is None:
-        return done.__contains__
-    return lambda p: p in done or skip(p)
+    cache: dict[str, str] = {}
+
+    def resumed(p: str) -> bool:
+        return canonical(p, cache) in done or (skip is not None and skip(p))
+    return resumed
 
 
 def _rows_done(path: Path, fmt: str, header: list[str]) -> set[str]:
-    """Paths already in an output file; cuts a partial last line (a killed writer) first."""
+    """Canonical paths already in an output file; cuts a partial last line (a killed writer) first."""
     with open(path, "rb+") as f:
         data_end = f.seek(0, os.SEEK_END)
         # Find the last newline from the end, a block at a time, so a huge file is not read twice.
@@ -143,18 +160,19 @@ def _rows_done(path: Path, fmt: str, header: list[str]) -> set[str]:
         if cut != data_end:
             f.truncate(cut)
     done: set[str] = set()
-    with open(path, newline="", encoding="utf-8") as f:
+    cache: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
         if fmt == "csv":
             reader = csv.reader(f)
             first = next(reader, None)
             if first is not None and first != header:
                 raise UserError(f"--resume '{path}': its columns {first[:4]}... differ from this run's {header[:4]}...; "
                                 "allowed: the same --top-k, --threshold and --format as the run that wrote it")
-            done.update(r[0] for r in reader if r)
+            done.update(canonical(r[0], cache) for r in reader if r)
         else:
             for line in f:
                 try:
-                    done.add(json.loads(line)["path"])
+                    done.add(canonical(json.loads(line)["path"], cache))
                 except (ValueError, KeyError, TypeError):
                     raise UserError(f"--resume '{path}': not a JSON Lines predictions file (line {line[:60]!r})") from None
     return done

@@ -7,8 +7,8 @@ file, a SavedModel folder, a ``.tflite`` or an ``.onnx`` file
 (`resnet_tl.formats.predictor.load_predictor`); every format gives the same rows.
 PATHs are files, folders (searched recursively for image files; hidden files
 and folders skipped) or globs. Images are decoded by
-`resnet_tl.data.decode.decode_image` at the model's size, exactly as for
-training, on a few threads, and predicted in batches. A file that cannot be
+`resnet_tl.data.decode` at the model's size, exactly as for training, on a
+few threads, and predicted in batches. A file that cannot be
 decoded gets a row with its reason and no prediction; the rest are still
 predicted.
 """
@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from resnet_tl.cpus import usable_cpus
-from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_image
+from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_bytes
 from resnet_tl.errors import UserError
-from resnet_tl.fileio import atomic_write_text
+from resnet_tl.fileio import atomic_write_bytes
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.inference.calibration import load_calibration
-from resnet_tl.inference.inputs import iter_inputs
-from resnet_tl.inference.outputs import check_output, jsonl_line, output_format, to_csv
+from resnet_tl.inference.inputs import iter_inputs, read_source
+from resnet_tl.inference.outputs import CSV_ERRORS, check_output, jsonl_line, output_format, to_csv
 from resnet_tl.inference.tta import predict_tta
 from resnet_tl.runs import read_labels, resolve_model
 
@@ -63,7 +63,7 @@ def predict(
         text = json.dumps(result, indent=2) + "\n" if out_fmt == "json" else to_csv(result)
         if out_fmt == "jsonl":
             text = "".join(jsonl_line(r) for r in rows)
-        atomic_write_text(output, text)
+        atomic_write_bytes(output, text.encode("utf-8", CSV_ERRORS))
         result["output"] = str(output)
     return result
 
@@ -76,13 +76,17 @@ class PredictStream:
     usable_cpus() threads while the model runs, predicted
     `batch_size` at a time; at most a few batches are in memory, whatever the
     number of files. `predicted` / `failed` / `skipped` count as rows go by.
+    fingerprint: each row also gets "source", what the file was when it was
+    read (see `read_source`), or None when it could not be read.
     """
     def __init__(self, predictor, inputs: list[str], *, model: str, names: list[str], top_k: int, batch_size: int,
                  tta: bool, threshold: float | None, calibrate: Callable | None, skip: Callable[[str], bool] | None,
-                 exclude: list[Path], progress: Callable[[int, int | None], None] | None):
+                 exclude: list[Path], progress: Callable[[int, int | None], None] | None, fingerprint: bool = False):
         self.predictor, self.inputs, self.model, self.names = predictor, inputs, model, names
         self.top_k, self.batch_size, self.tta, self.threshold = top_k, batch_size, tta, threshold
         self.calibrate, self.skip, self.exclude, self.progress = calibrate, skip, exclude, progress
+        self.fingerprint = fingerprint
+        self._sources: dict[str, dict | None] = {}  # path -> fingerprint, from its decode until its row leaves
         self.predicted = self.failed = self.skipped = 0
         self.total: int | None = None
 
@@ -100,6 +104,8 @@ class PredictStream:
                 self.predicted += 1
             else:
                 self.failed += 1
+            if self.fingerprint:
+                row["source"] = self._sources.pop(row["path"], None)
             yield row
             if self.progress is not None and (done % self.batch_size == 0 or row["error"] is not None):
                 self.progress(done + self.skipped, self.total)
@@ -140,11 +146,24 @@ class PredictStream:
                     if self.skip is not None and self.skip(str(item)):
                         self.skipped += 1
                         continue
-                    pending.append((str(item), pool.submit(_decode, item, size), None))
+                    pending.append((str(item), pool.submit(self._decode, item, size), None))
                 while len(pending) >= window:
                     yield _resolve(pending.popleft())
             while pending:
                 yield _resolve(pending.popleft())
+
+    def _decode(self, path: Path, size: int):
+        """uint8 pixels, or the DecodeError; with fingerprint, the file's fingerprint is kept for its row."""
+        try:
+            data, source = read_source(path, self.fingerprint)
+        except DecodeError as e:
+            return e
+        if self.fingerprint:
+            self._sources[str(path)] = source
+        try:
+            return decode_bytes(data, size)
+        except DecodeError as e:
+            return e
 
     def _predict_chunk(self, chunk: list[tuple[str, Any]]) -> Iterator[dict]:
         pixels = [item for _, item in chunk if not isinstance(item, dict)]
@@ -173,7 +192,7 @@ def predict_stream(
     labels: str | Path | None = None, tta: bool = False, threshold: float | str | None = None,
     min_precision: float | None = None, skip: Callable[[str], bool] | None = None,
     exclude: list[str | Path] = (), progress: Callable[[int, int | None], None] | None = None,
-    output: str | Path | None = None, fmt: str | None = None,
+    output: str | Path | None = None, fmt: str | None = None, fingerprint: bool = False,
 ) -> PredictStream:
     """A `PredictStream` over `inputs` (files, folders, globs), checked before any file is decoded.
 
@@ -182,6 +201,7 @@ def predict_stream(
     precision, applied to calibrated probabilities. skip(path): rows to leave
     out (resume). exclude: folders never searched (a sort destination).
     output/fmt: only checked here (not an input image, its folder exists).
+    fingerprint: rows carry "source" (`read_source`), for moving files safely.
     """
     if top_k < 1:
         raise UserError(f"--top-k: received {top_k}; allowed: 1 or more")
@@ -204,7 +224,7 @@ def predict_stream(
         names = [str(i) for i in range(n_classes)]
     return PredictStream(predictor, list(inputs), model=str(model), names=list(names), top_k=min(top_k, len(names)),
                          batch_size=batch_size, tta=tta, threshold=cut, calibrate=calibrate, skip=skip,
-                         exclude=excluded, progress=progress)
+                         exclude=excluded, progress=progress, fingerprint=fingerprint)
 
 
 def confidence_rule(model, threshold: float | str | None, min_precision: float | None) -> tuple[Callable | None, float | None]:
@@ -243,13 +263,6 @@ def _resolve(entry) -> tuple[str, Any]:
     if isinstance(px, DecodeError):
         return path, {"path": path, "top": [], "error": px.reason, "detail": px.detail}
     return path, px
-
-
-def _decode(path: Path, size: int):
-    try:
-        return decode_image(path, size)
-    except DecodeError as e:
-        return e
 
 
 def _top(probs: np.ndarray, names: list[str], k: int) -> list[dict]:

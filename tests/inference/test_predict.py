@@ -391,34 +391,6 @@ def test_sort_into_link_move_and_unsure(trained, unsure, tmp_path):
     assert res.exit_code == 2 and "--mode" in res.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fault", ["sort_begin:3", "sort_copied:3", "sort_unlinked:3"])
-def test_sigkill_during_move_then_rerun_loses_and_duplicates_nothing(trained, tmp_path, fault):
-    import signal
-    import subprocess
-    import sys
-
-    src = _sources(trained, tmp_path)
-    originals = _tree_hashes(src)
-    n_files = sum(1 for p in src.rglob("*") if p.suffix in (".png", ".jpg"))
-    dest = tmp_path / "sorted"
-    cmd = [sys.executable, "-m", "resnet_tl", "predict", str(trained["run"]), str(src), "--sort-into", str(dest),
-           "--mode", "move", "--batch-size", "4", "--json"]
-    env = {k: v for k, v in os.environ.items() if k != "RESNET_TL_FAULT"}
-    killed = subprocess.run(cmd, env={**env, "RESNET_TL_FAULT": fault}, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert set(_tree_hashes(src) + _tree_hashes(dest)) == set(originals)  # killed, yet nothing lost
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["recovered"] == 1
-    assert _tree_hashes(src) == [] and _tree_hashes(dest) == originals
-    rows = list(csv.DictReader((dest / "predictions.csv").open()))
-    assert len(rows) == len({r["path"] for r in rows}) == n_files
-    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and json.loads(third.stdout)["placed"] == {}
-    assert _tree_hashes(dest) == originals
-
-
 def test_threshold_auto_uses_the_runs_calibration(trained, unsure, monkeypatch):
     """The wiring of --threshold auto against calibration's interface (load_calibration,
     Calibration.apply, Calibration.threshold_for), with a temperature we choose."""
