@@ -20,9 +20,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+
+from helpers import ROOT
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu" / "bench_gpu.py"
 TORCH_SECTIONS = {"torch_eager", "torch_compile_train", "torch_compile_infer"}
 SECTIONS = ["machine", "train_step", "torch_eager", "torch_compile_train", "augmentation", "quickstart", "e2e_train",
