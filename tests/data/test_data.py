@@ -16,7 +16,7 @@ from helpers import ROOT
 import typer
 from typer.testing import CliRunner
 
-from conftest import MESSY_EXPECTED, make_class_folder, noise, save
+from images import MESSY_EXPECTED, make_class_folder, noise, save
 from resnet_tl.data import decode_bytes, decode_image, load_dataset, scan_folder
 from resnet_tl.data.batches import ArrayBatches, class_weights
 from resnet_tl.data.arrays import materialize

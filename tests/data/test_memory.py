@@ -49,7 +49,7 @@ def test_checkpoint_write_streams_to_disk(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ decode cache
 def test_adding_one_image_decodes_one_and_rewrites_the_rows_as_the_readme_says(tmp_path):
     # The README ("Decoded once") states this cost; the figures for a real size are in BENCHMARKS.md.
-    from conftest import make_class_folder, noise, save
+    from images import make_class_folder, noise, save
     from resnet_tl.data import load_dataset
     from resnet_tl.recipe import DataConfig
 

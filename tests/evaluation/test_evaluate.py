@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_class_folder
+from images import make_class_folder
 from helpers import tiny_recipe
 from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
 

@@ -237,7 +237,7 @@ def test_early_stopping_ends_the_phase_and_the_next_phase_runs(tmp_path):
 
 
 def test_training_completes_on_a_messy_folder_and_reports_every_bad_file(messy_folder, tmp_path):
-    from conftest import MESSY_EXPECTED
+    from images import MESSY_EXPECTED
 
     from resnet_tl.recipe import build_recipe
 

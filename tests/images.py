@@ -1,0 +1,114 @@
+"""Image files of every awkward kind, written on the fly. A plain module (not conftest) so tests
+import it by a name no other folder's conftest shadows."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def save(img: Image.Image, path: Path, fmt: str | None = None, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, fmt, **kw)
+    return path
+
+
+def noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, "JPEG", **kw)
+    return b.getvalue()
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    """40x20 stored: left half blue, right half red; EXIF orientation 6 (rotate 90 clockwise)."""
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    return save(img, path, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def unsupported_bmp(path: Path) -> Path:
+    """A BMP header Pillow identifies but refuses (compression 4 = embedded JPEG)."""
+    b = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(b, "BMP")
+    data = bytearray(b.getvalue())
+    data[30:34] = struct.pack("<I", 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+    return path
+
+
+# Expected outcome of every file in `messy_folder`: relative path -> "used" or a skip reason.
+MESSY_EXPECTED = {
+    "cat/good.jpg": "used",
+    "cat/good.png": "used",
+    "cat/bmp_named.jpg": "used",
+    "cat/cmyk.jpg": "used",
+    "cat/rgba.png": "used",
+    "cat/exif6.jpg": "used",
+    "cat/nested/deeper/inner.PNG": "used",
+    "cat/truncated.jpg": "truncated",
+    "cat/zero.jpg": "zero_bytes",
+    "cat/odd.bmp": "unsupported_format",
+    "dog/i16.png": "used",
+    "dog/anim.gif": "used",
+    "dog/palette.png": "used",
+    "dog/gray.png": "used",
+    "dog/big.JPEG": "used",
+    "dog/onebit.bmp": "used",
+    "dog/photo.webp": "used",
+    "dog/icon.png": "too_small",
+    "dog/text.jpg": "not_an_image",
+    "bird/broken.png": "not_an_image",
+}
+
+
+def write_messy_folder(root: Path) -> Path:
+    """Class folders cat/, dog/ (every awkward kind of file) and bird/ (no usable image) under `root`."""
+    cat, dog = root / "cat", root / "dog"
+    save(noise(32, 24, 1), cat / "good.jpg", "JPEG")
+    save(noise(24, 32, 2), cat / "good.png")
+    save(noise(20, 20, 3), cat / "bmp_named.jpg", "BMP")
+    save(Image.new("CMYK", (24, 24), (0, 255, 255, 0)), cat / "cmyk.jpg", "JPEG")
+    save(Image.new("RGBA", (16, 16), (255, 0, 0, 0)), cat / "rgba.png")
+    exif_rotated_jpeg(cat / "exif6.jpg")
+    save(noise(16, 16, 4), cat / "nested" / "deeper" / "inner.PNG")
+    full = jpeg_bytes(noise(200, 200, 5), quality=90)
+    (cat / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (cat / "zero.jpg").write_bytes(b"")
+    unsupported_bmp(cat / "odd.bmp")
+    (cat / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (cat / "notes.txt").write_text("labelled by hand\n")
+
+    save(Image.fromarray(np.full((16, 16), 32768, np.uint16)), dog / "i16.png")
+    frames = [Image.new("RGB", (16, 16), c) for c in [(0, 255, 0), (255, 0, 0)]]
+    frames[0].save(dog / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    save(Image.new("RGB", (16, 16), (0, 0, 255)).convert("P"), dog / "palette.png")
+    save(Image.new("L", (16, 16), 100), dog / "gray.png")
+    save(noise(2000, 1500, 6), dog / "big.JPEG", "JPEG", quality=70)
+    save(Image.new("1", (16, 16), 1), dog / "onebit.bmp")
+    save(noise(16, 16, 7), dog / "photo.webp", "WEBP")
+    save(Image.new("RGB", (1, 1), (9, 9, 9)), dog / "icon.png")
+    (dog / "text.jpg").write_text("not really a jpeg")
+    save(noise(16, 16, 8), dog / ".thumbs" / "t.png")  # hidden folder: ignored, counted
+    (root / "bird").mkdir()
+    (root / "bird" / "broken.png").write_bytes(b"\x89PNG garbage")
+    return root
+
+
+def make_class_folder(root: Path, counts: dict[str, int], size: int = 12, seed: int = 0) -> Path:
+    """root/<class>/<i>.png with distinct noise images."""
+    for ci, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            save(noise(size, size, seed * 100_000 + ci * 1000 + i), root / cls / f"{i:03d}.png")
+    return root
