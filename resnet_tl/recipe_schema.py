@@ -63,6 +63,11 @@ class DataConfig(_Section):
     val_split: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for validation (stratified, seeded) when the folder has no val/ split.")
     seed: int = Field(42, description="Seed of the train/val split.")
     min_size: int = Field(8, ge=1, description="Images whose shorter side is below this (px) are skipped as too small.")
+    max_pixels: int = Field(
+        89_478_485, ge=1, le=178_956_970,
+        description="Images with more pixels (width x height, read from the header before decoding) are skipped as "
+                    "too_large: a decompression-bomb guard. Default: Pillow's own warning level (~9459 x 9459 px); "
+                    "at most twice that, where Pillow itself refuses.")
     skip_empty_classes: bool = Field(False, description="Skip (with a warning) class folders with no usable image instead of failing.")
     few_images_warning: int = Field(5, ge=0, description="Warn about classes with fewer usable images than this.")
     cache_dir: str | None = Field(None, description="Decoded-image cache; default: the user's cache directory.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,27 @@ def make_class_folder(root: Path, counts: dict[str, int], size: int = 12, seed: 
         for i in range(n):
             save(noise(size, size, seed * 100_000 + ci * 1000 + i), root / cls / f"{i:03d}.png")
     return root
+
+
+def bomb_png(width: int, height: int, rows_per_block: int = 200) -> bytes:
+    """A black 8-bit greyscale PNG of width x height px, written without holding its pixels.
+
+    13000 x 13000 px compress to ~160 KB and decode to 169 MB per copy: a
+    decompression bomb. Built from one compressed block of rows repeated: a
+    full flush resets the compressor, so each copy compresses to the same bytes.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    block = (b"\x00" * (width + 1)) * rows_per_block  # each row: filter type 0, then its pixels
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
+    n, rest = divmod(height, rows_per_block)
+    tail = block[: rest * (width + 1)]
+    adler = 1
+    for _ in range(n):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(tail, adler)
+    stream = b"\x78\xda" + packed * n + comp.compress(tail) + comp.flush() + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")

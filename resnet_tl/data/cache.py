@@ -98,7 +98,7 @@ class Fact:
     height: int = 0
     mode: str = ""
     format: str = ""
-    reason: str | None = None  # a decode.REASONS entry (never too_small: that depends on the config)
+    reason: str | None = None  # a decode.REASONS entry (never too_small or our too_large: they depend on the config)
     detail: str = ""
     verified: bool = False  # fully decoded once; False: only the header was read
 
@@ -317,12 +317,16 @@ def read_fact(path: Path, size: int, mtime_ns: int, known: Callable[[str], Fact 
 
 
 def decode_checked(path: Path, sha1: str, image_size: int) -> tuple[np.ndarray | None, DecodeError | None]:
-    """Pixels uint8 (image_size, image_size, 3) of a file whose content must still hash to `sha1`."""
+    """Pixels uint8 (image_size, image_size, 3) of a file whose content must still hash to `sha1`.
+
+    No pixel cap here: the scan compared the header with data.max_pixels
+    before planning the file, and the content is the same (same sha1).
+    """
     try:
         data = read_bytes(path)
         if sha1_bytes(data) != sha1:
             raise UserError(f"image '{path}' changed while loading; run again")
-        return decode_with_facts(data, image_size).pixels, None
+        return decode_with_facts(data, image_size, max_pixels=None).pixels, None
     except DecodeError as e:
         return None, e
     except UserError:

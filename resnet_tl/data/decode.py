@@ -29,12 +29,19 @@ REASONS = (
     "truncated",           # identified, but decoding fails partway (cut off or corrupt data)
     "unsupported_format",  # identified, but Pillow cannot decode or convert it to RGB
     "too_small",           # shorter side below data.min_size
+    "too_large",           # more pixels than data.max_pixels / --max-pixels (read from the header, never decoded)
     "unreadable",          # the operating system refused to read it (permissions, I/O error)
 )
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 _BACKGROUND = (255, 255, 255)
+
+# Pillow's own DecompressionBombWarning threshold (1 GiB / 4 bytes / 3), 9459 x 9459 px:
+# a decode of that many RGB pixels holds ~270 MB per decode thread. Pillow refuses
+# twice that in Image.open, so a larger cap cannot be honoured.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+PILLOW_MAX_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
 
 class DecodeError(Exception):
@@ -57,24 +64,35 @@ class Decoded:
     format: str
 
 
-def decode_image(path: str | Path, image_size: int) -> np.ndarray:
-    """Decode a file -> uint8 (image_size, image_size, 3). Raises DecodeError."""
-    return decode_file(path, image_size).pixels
+def decode_image(path: str | Path, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a file -> uint8 (image_size, image_size, 3). Raises DecodeError.
+
+    max_pixels: width x height above which the file is refused as "too_large"
+    from its header alone, before any pixel is decoded (a decompression bomb:
+    a 160 KB PNG can hold 13000 x 13000 px). None: no cap of ours.
+    """
+    return decode_file(path, image_size, max_pixels).pixels
 
 
-def decode_bytes(data: bytes, image_size: int) -> np.ndarray:
+def decode_bytes(data: bytes, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode encoded bytes (e.g. an upload) -> uint8 (image_size, image_size, 3). Raises DecodeError."""
-    return _decode(data, image_size).pixels
+    return _decode(data, image_size, max_pixels).pixels
 
 
-def decode_file(path: str | Path, image_size: int) -> Decoded:
+def decode_file(path: str | Path, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode a file with its facts (size, mode, format). Raises DecodeError."""
-    return _decode(read_bytes(path), image_size)
+    return _decode(read_bytes(path), image_size, max_pixels)
 
 
-def decode_with_facts(data: bytes, image_size: int) -> Decoded:
+def decode_with_facts(data: bytes, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
     """Like `decode_bytes`, keeping width/height/mode/format for scan statistics."""
-    return _decode(data, image_size)
+    return _decode(data, image_size, max_pixels)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, key: str = "data.max_pixels") -> None:
+    """Raise DecodeError("too_large") when width x height (px) is above `max_pixels` (None: no cap)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError("too_large", f"{width}x{height} px = {width * height:,} pixels; {key} is {max_pixels:,}")
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -94,7 +112,11 @@ def probe_header(data: bytes) -> tuple[int, int, str, str]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _open(data) as img:
             w, h = img.size
-            return (h, w, img.mode, img.format or "?") if _orientation(img) in (5, 6, 7, 8) else (w, h, img.mode, img.format or "?")
+            # Pillow's PNG getexif() decodes every pixel to look for an eXIf chunk after the image
+            # data: a header probe (and the pixel cap, checked on its result) must not pay that.
+            late_exif_only = img.format == "PNG" and "exif" not in img.info
+            rotated = not late_exif_only and _orientation(img) in (5, 6, 7, 8)
+            return (h, w, img.mode, img.format or "?") if rotated else (w, h, img.mode, img.format or "?")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -105,7 +127,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         raise DecodeError("not_an_image", "Pillow cannot identify the format") from None
     except Image.DecompressionBombError as e:
-        raise DecodeError("unsupported_format", str(e)) from None
+        raise DecodeError("too_large", str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct_error) as e:
         # A plugin recognised the file, then gave up on its header.
         raise DecodeError(_load_failure(e), f"header: {e}") from None
@@ -118,11 +140,13 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def _decode(data: bytes, image_size: int) -> Decoded:
+def _decode(data: bytes, image_size: int, max_pixels: int | None) -> Decoded:
     with warnings.catch_warnings():
-        # Large images raise DecompressionBombWarning; a big photo is not an error.
+        # Large images raise DecompressionBombWarning; our own cap (max_pixels) decides instead.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with _open(data) as img:
+            # Image.open read the header only: refuse a bomb before load() allocates its pixels.
+            check_pixels(*img.size, max_pixels)
             fmt, mode = img.format or "?", img.mode
             rgb, (width, height) = _load_rgb(img, image_size)
     return Decoded(_resize(rgb, image_size), width, height, mode, fmt)
@@ -140,7 +164,7 @@ def _load_rgb(img: Image.Image, image_size: int) -> tuple[Image.Image, tuple[int
     try:
         img.load()
     except Image.DecompressionBombError as e:
-        raise DecodeError("unsupported_format", str(e)) from None
+        raise DecodeError("too_large", str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as e:
         raise DecodeError(_load_failure(e), str(e)) from None
     try:

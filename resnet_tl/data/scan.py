@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from resnet_tl.data.cache import Counters, DecodeCache, Fact, decode_checked, parallel_map, read_fact
-from resnet_tl.data.decode import IMAGE_EXTENSIONS
+from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, check_pixels
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
 
@@ -142,6 +142,11 @@ def _plan(root: Path, layout: str, candidates, class_dirs, facts: dict[str, Fact
         reason, detail = f.reason, f.detail
         if reason is None and min(f.width, f.height) < cfg.min_size:
             reason, detail = "too_small", f"{f.width}x{f.height} px; data.min_size is {cfg.min_size}"
+        if reason is None:
+            try:
+                check_pixels(f.width, f.height, cfg.max_pixels)
+            except DecodeError as e:
+                reason, detail = e.reason, e.detail
         if reason is None:
             usable[c.cls].append((c, f))
         else:

@@ -34,7 +34,7 @@ from resnet_tl.formats import file_kinds
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.models.batched import predict_probs
 from resnet_tl.inference.calibration import calibration_report, load_calibration
-from resnet_tl.inference.tta import predict_tta
+from resnet_tl.inference.tta import predict_tta, views_for
 from resnet_tl.recipe import DataConfig, EvaluateConfig, load_recipe
 from resnet_tl.runs import is_run, read_labels, resolve_model
 
@@ -175,7 +175,8 @@ def evaluate(
     if not len(x):
         probs = np.zeros((0, len(t.labels)), np.float32)
     elif tta:
-        probs = np.concatenate([predict_tta(t.predict, np.asarray(x[i:i + bs])) for i in range(0, len(x), bs)])
+        names = views_for(t.data_cfg.augment.flip if t.run is not None else None)
+        probs = np.concatenate([predict_tta(t.predict, np.asarray(x[i:i + bs]), names) for i in range(0, len(x), bs)])
     else:
         probs = t.predict(x)
     seconds = time.perf_counter() - started

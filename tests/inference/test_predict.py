@@ -277,7 +277,7 @@ def test_threshold_auto_needs_a_calibrated_run(trained, tmp_path):
 def test_tta_views_are_a_flip_and_resized_crops():
     from PIL import Image
 
-    from resnet_tl.inference.tta import CROP, VIEWS, predict_tta, views
+    from resnet_tl.inference.tta import CROP, VIEWS, predict_tta, views, views_for
 
     x = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     v = views(x)
@@ -290,7 +290,11 @@ def test_tta_views_are_a_flip_and_resized_crops():
     # The average of a model over the views, computed view by view.
     model = lambda b: np.stack([b.mean(axis=(1, 2, 3)), 255 - b.mean(axis=(1, 2, 3))], 1) / 255.0  # noqa: E731
     expected = np.mean([model(v[i]) for i in range(len(VIEWS))], axis=0)
-    np.testing.assert_allclose(predict_tta(model, x), expected, rtol=1e-6)
+    np.testing.assert_allclose(predict_tta(model, x, VIEWS), expected, rtol=1e-6)
+    # Without the mirror (a model not trained with a horizontal flip): the same views less that one.
+    names = views_for("vertical")
+    assert names == tuple(n for n in VIEWS if n != "flip") and views_for("both") == views_for("horizontal") == VIEWS
+    np.testing.assert_array_equal(views(x, names), v[[VIEWS.index(n) for n in names]])
 
 
 def test_predict_with_tta(trained):
