@@ -43,7 +43,7 @@ def _render(r: dict) -> None:
     cal = r.get("calibration") or {}
     if cal.get("ece_before") is not None:
         after = (f" -> {cal['ece_after']:.4f} after temperature scaling (T={cal['temperature']:.3g})"
-                 if cal.get("temperature") else " (no temperature stored for this model)")
+                 if cal.get("temperature") else f" ({cal.get('note') or 'no temperature stored for this model'})")
         out.print(f"calibration: ECE {cal['ece_before']:.4f}{after}", highlight=False)
     if cal.get("warning"):
         err.print(f"warning: {cal['warning']}", highlight=False, markup=False)

@@ -187,11 +187,19 @@ def evaluate(
     cal = load_calibration(target)
     result = {"model": str(target), "format": t.format, "split": split, "data": str(root), "tta": tta,
               "seconds": round(seconds, 3), **result,
-              "calibration": calibration_report(probs, y, cal.temperature if cal else None)}
+              "calibration": _calibration(probs, y, cal.temperature if cal else None, tta)}
     write_eval(out_dir, result, x)
     if t.run is not None:
         write_report(t.run.root)
     return {**result, "out_dir": str(out_dir)}
+
+
+def _calibration(probs, y, temperature: float | None, tta: bool) -> dict:
+    """calibration_report; with TTA the stored temperature is not applied: it was fitted on single views."""
+    if not (tta and temperature):
+        return calibration_report(probs, y, temperature)
+    return {**calibration_report(probs, y, None),
+            "note": f"the stored temperature ({temperature:.3g}) was fitted without TTA; not applied to averaged views"}
 
 
 def _open_target(target: str | Path, labels: str | Path | None) -> _Target:

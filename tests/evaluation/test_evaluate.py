@@ -195,3 +195,8 @@ def test_tta_averages_the_model_over_the_views(trained, tmp_path):
     assert doc["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)))
     plain = evaluate(run, out=tmp_path / "plain")
     assert plain["tta"] is False and plain["accuracy"] != doc["accuracy"] or plain["loss"] != pytest.approx(doc["loss"])
+    # The run's temperature was fitted on single views: applied to plain probabilities only.
+    T = json.loads((run / "calibration.json").read_text())["temperature"]
+    assert plain["calibration"]["temperature"] == T
+    assert doc["calibration"]["temperature"] is None and doc["calibration"]["ece_after"] is None
+    assert "fitted without TTA" in doc["calibration"]["note"]
