@@ -34,7 +34,7 @@ from resnet_tl.data import load_dataset
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.export.app_check import app_row
 from resnet_tl.export.manifest import runtime_versions, sidecar, size_and_hash, write_manifest
-from resnet_tl.export.parity import degenerate_warnings, describe_gate, gates, overall, parity
+from resnet_tl.export.parity import degenerate_warnings, describe_gate, gates, how_to_go_on, overall, parity
 from resnet_tl.fileio import atomic_write_json
 from resnet_tl.formats import FORMATS, QUANT_NAMES, implementation
 from resnet_tl.formats.context import WriteContext, tensorflow
@@ -118,18 +118,20 @@ def export_run(
     dataset=None,
     representative: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
+    overrides: list[str] = (),
 ) -> ExportResult:
     """Export `run_dir`'s model.keras to `formats` x `quantize` (default: the recipe's export section).
 
     dataset: arrays with x_train/y_train/x_val/y_val (tests; default: the
     recipe's data folder, loaded through the decode cache). representative:
     uint8 images that calibrate int8 (default: a class-stratified sample of
-    the training split). Raises ExportCheckFailed after writing everything
-    when an artifact disagrees with the Keras model beyond the threshold.
+    the training split). overrides: ``export.KEY=VALUE`` items (``--set``) applied
+    to the run's stored recipe for this export only. Raises ExportCheckFailed after
+    writing everything when an artifact is shown worse than a gate's limit.
     """
     t0 = time.time()
     say = progress or (lambda msg: None)
-    paths, recipe, labels = _finished_run(run_dir)
+    paths, recipe, labels = _finished_run(run_dir, overrides)
     cfg = recipe.export
     pairs = artifacts_to_write(formats or list(cfg.formats), quantize or list(cfg.quantize))
     tensorflow()  # every writer but the .keras copy needs it: fail now, in one line, if it is missing
@@ -171,9 +173,10 @@ def export_run(
     write_manifest(result, paths.root, thresholds, image_size, labels)
     if result.failed:
         err = ExportCheckFailed("; ".join(
-            f"{a.path} ({a.runtime}): " + (a.note or ", ".join(describe_gate(k, g) for k, g in a.gates.items() if not g["passed"]))
+            f"{a.path} ({a.runtime}): " + ", ".join([describe_gate(k, g) for k, g in a.gates.items() if not g["passed"]]
+                                                    + ([a.note] if a.note else []))
             for a in result.failed
-        ) + f" (files kept in {out}, marked failed in manifest.json)")
+        ) + f" (files kept in {out}, marked failed in manifest.json). {how_to_go_on(paths.root)}")
         err.result = result
         raise err
     return result
@@ -213,13 +216,19 @@ def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: 
                      author=f"resnet-tl {__version__}")
 
 
-def _finished_run(run_dir) -> tuple[RunPaths, Recipe, list[str]]:
-    """A finished run's paths, its stored recipe and labels, under the TensorFlow backend export needs."""
+def _finished_run(run_dir, overrides: list[str] = ()) -> tuple[RunPaths, Recipe, list[str]]:
+    """A finished run's paths, its stored recipe (plus `overrides` of export keys) and labels,
+    under the TensorFlow backend export needs."""
+    for item in overrides:
+        # The model is trained: only how it is exported and checked may change.
+        if not item.strip().startswith("export."):
+            raise UserError(f"export --set {item}: received key {item.partition('=')[0]!r}; allowed: export.* keys "
+                            "(e.g. --set export.max_accuracy_drop=0.02); the rest of the recipe made the model")
     keras = keras_module()
     if keras.backend.backend() != "tensorflow":
         raise UserError(f"export: Keras backend is {keras.backend.backend()!r}; allowed: tensorflow (set KERAS_BACKEND=tensorflow)")
     paths = open_run(run_dir, finished=True)
-    return paths, load_recipe(str(paths.recipe)), read_labels(paths.labels)
+    return paths, load_recipe(str(paths.recipe), list(overrides)), read_labels(paths.labels)
 
 
 def representative_sample(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
