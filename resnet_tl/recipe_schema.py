@@ -60,6 +60,12 @@ class DataConfig(_Section):
 
     dir: str = Field("data/sample", description="Image folder: one subfolder per class, or train/ val/ [test/].")
     image_size: int = Field(64, ge=8, le=1024, description="Square side in pixels the images are resized to.")
+    resize: Literal["antialias", "bilinear"] = Field(
+        "antialias",
+        description="How images shrink to image_size in training, evaluation, predict and export's check: antialias "
+                    "(Pillow's antialiased bilinear) or bilinear (no antialiasing, as MediaPipe and most app pipelines "
+                    "resize; choose it for models that will run in apps on photos much larger than image_size).",
+    )
     val_split: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for validation (stratified, seeded) when the folder has no val/ split.")
     seed: int = Field(42, description="Seed of the train/val split.")
     min_size: int = Field(8, ge=1, description="Images whose shorter side is below this (px) are skipped as too small.")

@@ -149,7 +149,7 @@ def export_run(
     write_labels(out / "labels.txt", labels)
     calibration = load_calibration(paths.root)
     ctx = WriteContext(model_file=paths.model, float_model=float32_copy(model), image_size=image_size, labels=labels,
-                       int8_io=cfg.int8_io, representative=representative,
+                       int8_io=cfg.int8_io, resize=recipe.data.resize, representative=representative,
                        info=_model_info(paths, recipe, labels, image_size, calibration))
 
     reference, warnings = None, []
@@ -191,7 +191,7 @@ def _write_one(ctx: WriteContext, fmt: str, q: str, out: Path, cfg, calibration,
     module.write(ctx, out / art.path, q)
     art.size_bytes, art.sha256 = size_and_hash(out / art.path, fmt)
     art.io = module.io_details(out / art.path)
-    atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration), indent=2)
+    atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration, ctx.resize), indent=2)
     if dataset is None:
         return [art]
     say(f"checking {art.path} in {art.runtime}")

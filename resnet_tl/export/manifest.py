@@ -12,22 +12,25 @@ from resnet_tl.fileio import atomic_write_json
 from resnet_tl.formats import FORMATS, implementation
 from resnet_tl.inference.calibration import Calibration, sidecar_fields
 
-PREPROCESSING_NOTE = (
-    "Feed RGB pixels 0..255 (uint8, or float32 where the input dtype says so), resized to "
-    "image_size x image_size (whole image, bilinear, no crop); the backbone's normalisation is inside the model."
-)
+PREPROCESSING_NOTES = {
+    "antialias": ("Feed RGB pixels 0..255 (uint8, or float32 where the input dtype says so), resized to "
+                  "image_size x image_size (whole image, antialiased bilinear, no crop); the backbone's normalisation is inside the model."),
+    "bilinear": ("Feed RGB pixels 0..255 (uint8, or float32 where the input dtype says so), resized to "
+                 "image_size x image_size (whole image, bilinear without antialiasing as MediaPipe and OpenCV do, no crop); "
+                 "the backbone's normalisation is inside the model."),
+}
 _SAVEDMODEL_SIGNATURES = {"serving_default": "images uint8 (None, S, S, 3) -> probabilities float32 (None, C)",
                           "serving_bytes": "image_bytes string (None,) JPEG/PNG -> probabilities float32 (None, C)"}
 
 
-def sidecar(art, image_size: int, labels: list[str], calibration: Calibration | None) -> dict:
+def sidecar(art, image_size: int, labels: list[str], calibration: Calibration | None, resize: str = "antialias") -> dict:
     """The JSON beside one artifact: labels, image size, input/output tensors, preprocessing, calibration."""
     io = {k: dict(v, shape=[None if i == 0 else (image_size if i in (1, 2) and k == "input" else d)
                             for i, d in enumerate(v["shape"])]) for k, v in art.io.items()}
     io["output"]["shape"] = [None, len(labels)]
     extra = {"signatures": _SAVEDMODEL_SIGNATURES} if art.format == "savedmodel" else {}
     return {"format": art.format, "file": art.path, "quantize": art.quantize, "labels": labels,
-            "image_size": image_size, **io, "preprocessing": PREPROCESSING_NOTE, **extra,
+            "image_size": image_size, "resize": resize, **io, "preprocessing": PREPROCESSING_NOTES[resize], **extra,
             # The outputs stay uncalibrated (parity with the Keras model); consumers apply the temperature.
             **sidecar_fields(calibration)}
 

@@ -161,7 +161,8 @@ class PredictStream:
         if self.fingerprint:
             self._sources[str(path)] = source
         try:
-            return decode_bytes(data, size)
+            # The model's data.resize (its sidecar or run): the pixels it was trained on.
+            return decode_bytes(data, size, getattr(self.predictor, "resize", "antialias"))
         except DecodeError as e:
             return e
 
