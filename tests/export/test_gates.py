@@ -69,5 +69,5 @@ def test_one_flip_of_96_passes_and_ten_percent_fails():
 def test_flips_both_ways_cancel_in_the_drop_but_not_in_agreement():
     g = gates(_row(200, 6, newly_right=6, keras_wrong=6), ExportConfig(), "none")
     assert g["accuracy_drop"]["value"] == 0 and g["accuracy_drop"]["passed"]
-    lo, hi = agreement_bounds(188, 200)
+    _, hi = agreement_bounds(188, 200)
     assert g["agreement"]["value"] == pytest.approx(0.94) and hi < 0.995 and not g["agreement"]["passed"]
