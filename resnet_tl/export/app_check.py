@@ -170,7 +170,7 @@ def pixel_files(images: np.ndarray, folder: Path) -> list[Path]:
 def app_row(art, tflite: Path, labels: list[str], cfg, dataset, reference: np.ndarray, scratch: Path):
     """MediaPipe's parity row for a checked .tflite artifact `art`: its files, its decoder and resize,
     its category names; a copy of `art` with runtime "mediapipe", its own parity, gates and check."""
-    row = replace(art, runtime="mediapipe", check="skipped", parity=None, gates={}, note="")
+    row = replace(art, runtime="mediapipe", check="skipped", parity=None, gates={}, note="", repair=None)
     problem = app_input_problem(art.io)
     if problem:
         row.check, row.note = "failed", problem

@@ -33,6 +33,7 @@ from resnet_tl import __version__
 from resnet_tl.data import load_dataset
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.export.app_check import app_row
+from resnet_tl.export.int8_repair import repair_int8
 from resnet_tl.export.manifest import runtime_versions, sidecar, size_and_hash, write_manifest
 from resnet_tl.export.parity import degenerate_warnings, describe_gate, gates, how_to_go_on, overall, parity
 from resnet_tl.fileio import atomic_write_json
@@ -61,6 +62,7 @@ class Artifact:
     gates: dict = field(default_factory=dict)  # figure -> {value, limit, passed}; empty: nothing gated
     io: dict = field(default_factory=dict)
     note: str = ""  # why a check was skipped or could not run
+    repair: dict | None = None  # int8 only: what `resnet_tl.export.int8_repair` tried
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -198,10 +200,36 @@ def _write_one(ctx: WriteContext, fmt: str, q: str, out: Path, cfg, calibration,
     art.parity = parity(out / art.path, dataset.x_val, dataset.y_val, reference, cfg.latency_images)
     art.gates = {} if fmt == "keras" else gates(art.parity, cfg, q)
     art.check = "passed" if all(g["passed"] for g in art.gates.values()) else "failed"
+    if fmt == "tflite" and q == "int8" and art.check == "failed" and cfg.int8_repair:
+        say(f"{art.path} failed its gate: ranking its layers with LiteRT's quantization debugger, keeping the worst in float")
+        _repair(ctx, art, out, cfg, dataset, reference, calibration)
     if fmt != "tflite":
         return [art]
     say(f"checking {art.path} in MediaPipe's ImageClassifier (image files, as an app)")
     return [art, app_row(art, out / art.path, ctx.labels, cfg, dataset, reference, ctx.scratch())]
+
+
+def _repair(ctx: WriteContext, art: Artifact, out: Path, cfg, dataset, reference, calibration) -> None:
+    """Repair a failed int8 artifact in place (`resnet_tl.export.int8_repair`); `art` records every attempt."""
+    last = {}
+
+    def check(path: Path) -> dict:
+        p = parity(path, dataset.x_val, dataset.y_val, reference, cfg.latency_images)
+        g = gates(p, cfg, "int8")
+        last.update(parity=p, gates=g)
+        return {"agreement": p["agreement"], "accuracy": p["accuracy"], "latency_ms": p["latency_ms"],
+                "passed": all(v["passed"] for v in g.values())}
+
+    plain = {"float_layers": [], "size_bytes": art.size_bytes, "agreement": art.parity["agreement"],
+             "accuracy": art.parity["accuracy"], "latency_ms": art.parity["latency_ms"], "passed": False}
+    rep = repair_int8(ctx, out / art.path, check, plain, cfg.int8_repair_max_growth)
+    art.repair, art.note = rep.to_dict(), rep.summary()
+    if rep.passed:
+        module = implementation("tflite")
+        art.parity, art.gates, art.check = last["parity"], last["gates"], "passed"
+        art.size_bytes, art.sha256 = size_and_hash(out / art.path, "tflite")
+        art.io = module.io_details(out / art.path)
+        atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration, ctx.resize), indent=2)
 
 
 def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: int, calibration) -> ModelInfo:
