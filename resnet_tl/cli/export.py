@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rich.markup import escape
+
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 from resnet_tl.formats import FORMATS, QUANT_NAMES
 
@@ -38,7 +40,7 @@ def _bounds(g: dict | None, value: str) -> str:
     if not g:
         return value
     lo, hi = g["interval"]
-    return f"{value} [{lo:.3f}, {hi:.3f}]"
+    return escape(f"{value} [{lo:.3f}, {hi:.3f}]")  # brackets are Rich markup otherwise
 
 
 def _show(result, json_: bool) -> None:
@@ -53,14 +55,14 @@ def _show(result, json_: bool) -> None:
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
-              caption="agree: top-1 agreement with Keras; drop: Keras's accuracy minus the artifact's; [lo, hi]: each a one-sided "
+              caption="agree: top-1 agreement with Keras; drop: Keras's accuracy minus the artifact's; \\[lo, hi]: each a one-sided "
                       "95% bound; a gate fails only when the whole bound is past its limit (model.keras is the run's own "
                       "file: not gated); n: images checked, and how many a flawless sample needs to prove the limit; "
                       "|dp|: largest probability difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's "
                       "ImageClassifier, given the image files as an app (its decoder and resize)")
     t.add_column("artifact", no_wrap=True)  # a cut file name is useless
     for name in ("check", "n", "agree [lo, hi]", "drop [lo, hi]", "acc (keras)", "|dp|", "MB", "ms"):
-        t.add_column(name, justify="left" if name == "check" else "right")
+        t.add_column(escape(name), justify="left" if name == "check" else "right")
     for a in result.artifacts:
         p, g = a.parity or {}, a.gates
         t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),

@@ -124,7 +124,7 @@ def describe_gate(name: str, g: dict) -> str:
 
 def how_to_go_on(run_dir) -> str:
     """What a user whose export failed a gate can do next (issue 28.9)."""
-    return (f"to accept a larger difference for this export: resnet-tl export {run_dir} --set export.max_accuracy_drop=VALUE "
+    return (f"To accept a larger difference for this export: resnet-tl export {run_dir} --set export.max_accuracy_drop=VALUE "
             f"(or export.min_agreement_float / export.min_agreement_int8; the stored recipe is {run_dir}/recipe.yaml); "
             "to write the files without checking: --no-check")
 

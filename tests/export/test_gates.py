@@ -71,3 +71,21 @@ def test_flips_both_ways_cancel_in_the_drop_but_not_in_agreement():
     assert g["accuracy_drop"]["value"] == 0 and g["accuracy_drop"]["passed"]
     _, hi = agreement_bounds(188, 200)
     assert g["agreement"]["value"] == pytest.approx(0.94) and hi < 0.995 and not g["agreement"]["passed"]
+
+
+def test_the_table_shows_the_interval_and_the_images_the_limit_needs(capsys, monkeypatch, tmp_path):
+    import importlib
+
+    from resnet_tl.cli.common import out
+    from resnet_tl.export.exporter import Artifact, ExportResult
+
+    cli_export = importlib.import_module("resnet_tl.cli.export")  # the package also exports the command function by that name
+    monkeypatch.setattr(out, "_width", 200)
+    row = {**_row(96, 1), "max_abs_diff": 0.5, "predicted_classes": 2, "latency_ms": 1.0}
+    art = Artifact("tflite", "none", "model_float32.tflite", "model_float32.json", "litert", size_bytes=10**6,
+                   check="passed", parity=row, gates=gates(row, ExportConfig(), "none"))
+    cli_export._show(ExportResult(tmp_path, [art], {}, 96, 1.0), json_=False)
+    text = capsys.readouterr().out
+    lo, hi = _one_sided(95, 96)
+    assert "agree [lo, hi]" in text and f"0.990 [{lo:.3f}, {hi:.3f}]" in text
+    assert "n=96 (0.995 needs 598)" in text and "[lo, hi]: each a one-sided" in text
