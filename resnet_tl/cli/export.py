@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-
 from rich.markup import escape
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
