@@ -214,7 +214,7 @@ def _open_target(target: str | Path, labels: str | Path | None) -> _Target:
     names = read_labels(labels) if labels is not None else predictor.labels
     if not names:
         raise UserError(f"'{target}': no labels found beside the model (sidecar <stem>.json or labels.txt); pass --labels FILE (one class per line)")
-    return _Target(predictor, list(names), predictor.image_size, DataConfig(image_size=predictor.image_size),
+    return _Target(predictor, list(names), predictor.image_size, DataConfig(image_size=predictor.image_size, resize=predictor.resize),
                    EvaluateConfig(), 32, model_path=model_path, format=predictor.format)
 
 

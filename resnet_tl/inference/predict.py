@@ -166,7 +166,8 @@ class PredictStream:
         if self.fingerprint:
             self._sources[str(path)] = source
         try:
-            return decode_bytes(data, size, self.max_pixels)
+            # The model's data.resize (its sidecar or run): the pixels it was trained on.
+            return decode_bytes(data, size, self.max_pixels, getattr(self.predictor, "resize", "antialias"))
         except DecodeError as e:
             return e
 
