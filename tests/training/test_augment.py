@@ -4,7 +4,6 @@ layers (TensorFlow's ImageProjectiveTransform kernel), scipy.ndimage and PIL, on
 from __future__ import annotations
 
 import math
-import warnings
 
 import keras
 import numpy as np
@@ -208,13 +207,4 @@ def test_is_identity_sees_every_key():
         assert not is_identity(build_recipe({"data": {"augment": {"flip": "none", key: value}}}).data.augment), key
 
 
-def test_every_option_trains_inside_xla():
-    aug = augmenter(flip="both", rotation=0.1, zoom=0.1, crop=0.5, contrast=0.2, brightness=0.2,
-                    policy="randaugment", erasing=0.5)
-    inputs = keras.Input((H, W, 3))
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(aug(inputs))))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "Proceeding with jit_compile=False" is a UserWarning
-        model.compile("sgd", "mse", jit_compile=True)
-    assert model.jit_compile is True
-    model.fit(images(4), np.zeros((4, 2)), batch_size=4, epochs=1, verbose=0)  # XLA conversion errors surface here
+# That every option trains inside XLA, under TensorFlow and JAX: tests/training/test_recipes_compile.py.
