@@ -67,6 +67,8 @@ def compiled_forward(model):
 
 
 def _make_forward(model):
+    # The function holds the model weakly: _COMPILED's value must not keep its own key alive.
+    ref = weakref.ref(model)
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -76,22 +78,23 @@ def _make_forward(model):
         @jax.jit
         def forward(trainable, non_trainable, x):
             # the uint8 -> float cast happens here, on the device
-            y, _ = model.stateless_call(trainable, non_trainable, keras.ops.cast(x, in_dtype), training=False)
+            y, _ = ref().stateless_call(trainable, non_trainable, keras.ops.cast(x, in_dtype), training=False)
             return y
 
         def run(xb):
+            m = ref()
             # Committing the batch to the default device would clash with weights a
             # distribution spread over several; then jit places it beside them.
             x = jax.device_put(xb) if keras.distribution.distribution() is None else xb
-            return forward([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], x)
+            return forward([v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables], x)
 
         return run
     if backend == "tensorflow":
         # Keras's own tf.function (XLA when the model's jit_compile says so); its outputs
         # stay tensors on the device until `to_numpy`.
         model.make_predict_function()
-        return lambda xb: model.predict_function([(xb,)])
-    return model.predict_on_batch
+        return lambda xb: ref().predict_function([(xb,)])
+    return lambda xb: ref().predict_on_batch(xb)
 
 
 def host_batches(x, batch_size: int):

@@ -49,6 +49,21 @@ def test_a_memmap_is_read_batch_by_batch_as_uint8(tmp_path, monkeypatch):
     assert seen == [(np.uint8, (4, 8, 8, 3))] * 3  # the last batch of 1 padded to 4: one shape
 
 
+def test_a_model_is_freed_with_its_compiled_function():
+    import gc
+    import weakref
+
+    gc.collect()
+    before = len(batched._COMPILED)  # other tests' models still alive
+    model = tiny_model()
+    batched.run_batches(model, np.zeros((3, 8, 8, 3), np.uint8), 2)
+    assert len(batched._COMPILED) == before + 1
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and len(batched._COMPILED) <= before
+
+
 @pytest.mark.parametrize("requested, accelerator, expected", [(32, False, 32), (512, False, 512), (32, True, 256), (1024, True, 1024)])
 def test_batch_sized_to_the_device(requested, accelerator, expected):
     assert batched.device_batch_size(requested, accelerator) == expected
