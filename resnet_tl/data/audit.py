@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from resnet_tl.data.phash import close_pairs, colour_difference, popcount
+from resnet_tl.data.phash import close_pairs
 
 PROBE_DIMS = 256  # PCA components the cosine uses (most of the variance) and the probes use at most
 COSINE = 0.985  # feature cosine at or above which two images are near-duplicates
@@ -151,27 +151,20 @@ def near_duplicates(x: np.ndarray, hashes: np.ndarray, cosine: float = COSINE,
                     hash_bits: tuple[int, int] = HASH_BITS, colour: float = COLOUR, block: int = 1024) -> list[dict]:
     """Pairs of near-identical images, i < j: {"i", "j", "cosine", "dhash", "phash", "colour", "by"}.
 
-    by: "hash" (both perceptual hashes close: exact, resized or re-encoded copies), "features"
-    (cosine of the centred PCA features x >= `cosine`), or "both". Every pair is compared, a block of rows at a time.
+    by: "hash" (both perceptual hashes and the colour thumbnail close: exact, resized or
+    re-encoded copies) or "features" (cosine of the centred PCA features x >= `cosine`, and the
+    hashes and thumbnail within twice the bounds: a crop or an edit of the same picture, where
+    features alone would pair any two images a poor backbone cannot tell apart).
     """
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    found: dict[tuple[int, int], dict] = {}
-    for i, j, dd, dp, col in close_pairs(hashes, hash_bits, colour):
-        found[i, j] = {"i": i, "j": j, "cosine": float(x[i] @ x[j]), "dhash": dd, "phash": dp, "colour": round(col, 2), "by": "hash"}
-    for start in range(0, len(x), block):
-        sims = x[start:start + block] @ x[start:].T
-        ii, jj = np.nonzero(sims >= cosine)
-        for a, b in zip(ii, jj + start):
-            i = int(a + start)
-            if b <= i:
-                continue
-            if (i, int(b)) in found:
-                found[i, int(b)]["by"] = "both"
-            else:
-                dd, dp = (int(d) for d in popcount(hashes[i, :2] ^ hashes[b, :2]))
-                found[i, int(b)] = {"i": i, "j": int(b), "cosine": float(sims[a, b - start]), "dhash": dd, "phash": dp,
-                                    "colour": round(float(colour_difference(hashes[i], hashes[b])), 2), "by": "features"}
-    return sorted(found.values(), key=lambda p: (-p["cosine"], p["i"], p["j"]))
+    loose = (2 * hash_bits[0], 2 * hash_bits[1])
+    pairs = []
+    for i, j, dd, dp, col in close_pairs(hashes, loose, 2 * colour):
+        cos = float(x[i] @ x[j])
+        by = "hash" if dd <= hash_bits[0] and dp <= hash_bits[1] and col <= colour else "features" if cos >= cosine else None
+        if by:
+            pairs.append({"i": i, "j": j, "cosine": cos, "dhash": dd, "phash": dp, "colour": round(col, 2), "by": by})
+    return sorted(pairs, key=lambda p: (-p["cosine"], p["i"], p["j"]))
 
 
 def outliers(x: np.ndarray, labels: np.ndarray, n_classes: int, z: float = OUTLIER_Z) -> tuple[np.ndarray, np.ndarray]:
