@@ -27,9 +27,12 @@ def predict(
     tta: Annotated[bool, typer.Option("--tta", help="Average over flip and crops (5 model calls per image).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 32,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line (default: the run's labels.txt or the model's sidecar).")] = None,
+    explain: Annotated[Optional[str], typer.Option("--explain", metavar="OUT", help="Grad-CAM: write OUT/<n>_<name>.png (heatmap over the image, class and confidence) and .npy (the heatmap) per image. Run or .keras model.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Predict classes of images; unreadable files are listed with the reason."""
+    if explain is not None:
+        return _explain(model, paths, explain, batch_size, labels, json_, sort_into=sort_into, output=output, tta=tta)
     from resnet_tl.cli.progress import FileProgress
     from resnet_tl.errors import UserError
     from resnet_tl.inference import outputs
@@ -62,6 +65,25 @@ def predict(
         _table(result)
     if sort_into is not None and result["failed"]:
         raise typer.Exit(1)  # not a user error: some files could not be sorted, and were left where they were
+
+
+def _explain(model, paths, out_dir, batch_size, labels, json_, **others) -> None:
+    from resnet_tl.errors import UserError
+    from resnet_tl.inference.explain import explain_files
+
+    used = [f"--{k.replace('_', '-')}" for k, v in others.items() if v]
+    if used:
+        raise UserError(f"--explain: received with {', '.join(used)}; allowed: --explain with --batch-size, --labels, --json")
+    result = explain_files(model, paths, out_dir, batch_size=batch_size, labels=labels)
+    if json_:
+        emit_json(result)
+    else:
+        for r in result["rows"]:
+            line = f"{r['label']} {r['probability']:.3f}  {_shown(r['overlay'])}" if "error" not in r else f"{r['error']} {r['detail']}"
+            out.print(f"{_shown(r['path'])}: {line}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"explained {result['explained']} images ({result['failed']} failed) into {_shown(result['out_dir'])}", highlight=False, markup=False)
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 def _sort_summary(result: dict) -> str:
