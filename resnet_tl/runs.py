@@ -64,6 +64,8 @@ class RunPaths:
     @property
     def report(self) -> Path: return self.root / "report.html"
     @property
+    def excluded(self) -> Path: return self.root / "excluded.txt"  # images data.exclude left out
+    @property
     def eval_root(self) -> Path: return self.root / "eval"
     @property
     def export_dir(self) -> Path: return self.root / "export"

@@ -13,6 +13,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 def train(
     recipe: Annotated[Optional[str], typer.Argument(help="Recipe file or shipped recipe name (default: quickstart). See `resnet-tl recipes list`.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Image folder; overrides data.dir.")] = None,
+    exclude: Annotated[Optional[str], typer.Option("--exclude", metavar="FILE", help="Image paths to leave out (one per line, or a CSV with a 'path' column such as a filtered audit.csv); overrides data.exclude, recorded in the run.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run folder name (default: recipe name + timestamp).")] = None,
     out_dir: Annotated[str, typer.Option("--out", help="Where run folders go.")] = "runs",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: --set schedule.0.epochs=3 (repeatable).")] = None,
@@ -30,6 +31,8 @@ def train(
         r = resume_recipe(resume, recipe, set_ or [], data)
     else:
         r = load_recipe(recipe, set_ or [], data_dir=data)
+    if exclude is not None:  # set directly, like --data: a path is not YAML
+        r = r.model_copy(update={"data": r.data.model_copy(update={"exclude": exclude})})
     if dry_run:
         from resnet_tl.training.schedule import schedule_table
 

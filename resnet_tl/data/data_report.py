@@ -29,6 +29,7 @@ def data_report(scan: Scan, cfg: DataConfig) -> dict:
         "classes": per_class,
         "splits": {s: len(scan.items[s]) for s in splits},
         "used": sum(len(v) for v in scan.items.values()),
+        "excluded": len(scan.excluded),
         "skipped_count": len(scan.skipped),
         "skipped_by_reason": dict(sorted(Counter(s.reason for s in scan.skipped).items())),
         "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in scan.skipped],

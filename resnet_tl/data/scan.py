@@ -73,6 +73,7 @@ class Scan:
     stats: dict = field(default_factory=dict)
     image_size: int = 0
     counters: Counters = field(default_factory=Counters)
+    excluded: list[str] = field(default_factory=list)  # relpaths left out by data.exclude
 
     @property
     def ok(self) -> bool:

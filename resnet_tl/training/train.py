@@ -168,6 +168,8 @@ def _new_or_resumed_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths
         write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
             atomic_write_json(paths.data_report, data_report(ds.scan, recipe.data))
+            if ds.scan.excluded:  # the list as it was used: the file named in the recipe may change later
+                atomic_write_text(paths.excluded, "".join(f"{p}\n" for p in ds.scan.excluded))
         write_status(paths, "running", locked=locked_view(recipe))
         return paths, None
     paths = open_run(resume)
@@ -265,10 +267,11 @@ def _record_epoch(state: RunState, row: dict, phase, e: int, tc) -> bool:
 
 
 def stored_recipe(recipe: Recipe) -> Recipe:
-    """`recipe` as a run folder stores it: data.dir, data.cache_dir and a model.weights
-    file made absolute (against the current folder)."""
+    """`recipe` as a run folder stores it: data.dir, data.cache_dir, data.exclude and a
+    model.weights file made absolute (against the current folder)."""
     data = {"dir": str(Path(recipe.data.dir).expanduser().resolve())}
-    if recipe.data.cache_dir is not None:
-        data["cache_dir"] = str(Path(recipe.data.cache_dir).expanduser().resolve())
+    for key in ("cache_dir", "exclude"):
+        if getattr(recipe.data, key) is not None:
+            data[key] = str(Path(getattr(recipe.data, key)).expanduser().resolve())
     model = recipe.model.model_copy(update={"weights": weights.absolute(recipe.model.weights)})
     return recipe.model_copy(update={"data": recipe.data.model_copy(update=data), "model": model})
