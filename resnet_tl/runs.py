@@ -64,6 +64,8 @@ class RunPaths:
     @property
     def report(self) -> Path: return self.root / "report.html"
     @property
+    def audit(self) -> Path: return self.root / "audit"  # `resnet-tl data audit --run`
+    @property
     def excluded(self) -> Path: return self.root / "excluded.txt"  # images data.exclude left out
     @property
     def eval_root(self) -> Path: return self.root / "eval"

@@ -3,7 +3,7 @@
 `audit_folder(dir, run=RUN | backbone=B, weights=W)` decodes the folder through the decode cache,
 takes pooled backbone features (a run's own backbone, or any backbone of the table; kept in the
 dataset's cache folder, so a second audit skips the model), runs `resnet_tl.data.audit` and
-writes into `out` (default RUN/audit with a run, else ./audit)::
+writes into `out` (default RUN/audit with a run, where report.html then shows it; else ./audit)::
 
     audit.csv  audit.json  thumbs/*.png
     label_errors/<given>__as__<suggested>/<rank>_<file>   symlinks to the images, for a file browser
@@ -32,6 +32,7 @@ from resnet_tl.data.cache import dataset_cache_dir
 from resnet_tl.data.phash import hashes
 from resnet_tl.errors import UserError
 from resnet_tl.evaluation.evaluate import png_bytes
+from resnet_tl.evaluation.html_report import write_report
 from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from resnet_tl.models.batched import predict_batched
 from resnet_tl.recipe import DataConfig, load_recipe
@@ -60,7 +61,7 @@ def audit_folder(directory: str | Path, *, run: str | Path | None = None, backbo
     else:
         size, seed, val_split = image_size or 64, 42, 0.2
     cfg = DataConfig(dir=str(root), image_size=size, seed=seed, val_split=val_split, cache_dir=cache_dir)
-    out_dir = Path(out) if out is not None else (run_paths.root / "audit" if run_paths is not None else Path("audit"))
+    out_dir = Path(out) if out is not None else (run_paths.audit if run_paths is not None else Path("audit"))
     if root.resolve() == out_dir.resolve() or root.resolve() in out_dir.resolve().parents:
         raise UserError(f"--out '{out_dir}': inside the data folder '{root}'; allowed: a folder outside the data")
     started = time.perf_counter()
@@ -80,6 +81,8 @@ def audit_folder(directory: str | Path, *, run: str | Path | None = None, backbo
     result["seconds"] = {"features": round(t_feat - started, 3), "audit": round(t_audit - t_feat, 3)}
     result["features_cached"] = cached
     _write(out_dir, result, x)
+    if run_paths is not None and out_dir.resolve() == run_paths.audit.resolve():
+        write_report(run_paths.root)  # report.html gains its "Data audit" section
     return {**result, "out_dir": str(out_dir)}
 
 

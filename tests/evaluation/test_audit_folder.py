@@ -59,3 +59,15 @@ def test_audit_finds_planted_flips_and_a_copy_across_splits_and_links_them(share
 def test_audit_wants_one_source_of_features(shared_data):
     res = runner.invoke(app, ["data", "audit", str(shared_data)])
     assert res.exit_code == 2 and "neither --run nor --backbone" in res.output and "Traceback" not in res.output
+
+
+def test_audit_of_a_run_goes_into_its_report(shared_data, shared_run, tmp_path):
+    data, flipped, _, _ = _planted(shared_data, tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(shared_run, run)
+    res = runner.invoke(app, ["data", "audit", str(data), "--run", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "suspected label errors" in res.output and (run / "audit" / "audit.csv").is_file()
+    html = (run / "report.html").read_text()
+    section = html[html.index("<section id='audit'>"):]
+    assert "Suspected label errors" in section and flipped[0].name in section and section.count("<img") >= 2
