@@ -53,6 +53,12 @@ class GradCam:
         self.probs = head
         self.size = int(classifier.input.shape[1])
 
+        def score(a, onehot):
+            # Sum over the batch: image i's logit depends on its own map only (no batch statistics in the head).
+            return ops.sum(self.logits(self.pool(a), training=False) * onehot)
+
+        self.grad = compiled_gradient(score)
+
     def __call__(self, images, class_index=None, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(heatmaps (N, S, S) float32 in [0, 1], probabilities (N, classes) float32).
 
@@ -73,12 +79,7 @@ class GradCam:
     def maps(self, fmap: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Grad-CAM at feature-map resolution (n, h, w) float32 in [0, 1] for feature maps (n, h, w, C)."""
         onehot = np.eye(int(self.logits.output.shape[-1]), dtype="float32")[classes]
-
-        def score(a):
-            # Sum over the batch: image i's logit depends on its own map only (no batch statistics in the head).
-            return ops.sum(self.logits(self.pool(a), training=False) * onehot)
-
-        grads = np.asarray(gradient(score, fmap), dtype="float32")
+        grads = np.asarray(self.grad(fmap, onehot), dtype="float32")
         alpha = grads.mean(axis=(1, 2))  # (n, C)
         cam = np.maximum(np.einsum("nhwc,nc->nhw", fmap, alpha), 0.0)
         peak = cam.max(axis=(1, 2), keepdims=True)
@@ -102,25 +103,34 @@ def upsample(maps: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(ops.convert_to_numpy(big))[..., 0], 0.0, 1.0).astype("float32")
 
 
-def gradient(fn, x: np.ndarray) -> np.ndarray:
-    """d fn(x) / d x for a scalar function of a float32 array, with the backend's own autodiff."""
+def compiled_gradient(fn):
+    """(x, c) -> d fn(x, c) / d x for a scalar function, with the backend's own autodiff, compiled
+    once (tf.function, jax.jit; eager under torch): an eager tape per batch costs more than the
+    forward pass of a small backbone."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        xt = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            y = fn(xt)
-        return tape.gradient(y, xt).numpy()
+        @tf.function(reduce_retracing=True)
+        def grad(x, c):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x, c)
+            return tape.gradient(y, x)
+
+        return lambda x, c: grad(tf.convert_to_tensor(x), tf.convert_to_tensor(c)).numpy()
     if backend == "jax":
         import jax
 
-        return np.asarray(jax.grad(fn)(x))
+        grad = jax.jit(jax.grad(fn))
+        return lambda x, c: np.asarray(grad(x, c))
     if backend == "torch":
         import torch
 
-        xt = torch.tensor(x, requires_grad=True)
-        (g,) = torch.autograd.grad(fn(xt), xt)
-        return g.detach().cpu().numpy()
+        def grad(x, c):
+            xt = torch.tensor(x, requires_grad=True)
+            (g,) = torch.autograd.grad(fn(xt, torch.tensor(c)), xt)
+            return g.detach().cpu().numpy()
+
+        return grad
     raise ValueError(f"Grad-CAM: Keras backend {backend!r}; allowed: tensorflow, jax, torch")
