@@ -102,13 +102,31 @@ def oof_probabilities(x: np.ndarray, var: np.ndarray, labels: np.ndarray, n_clas
     x = x / np.sqrt(var + 1e-6 * max(var.max(initial=0.0), 1e-12)).astype(np.float32)
     fold = stratified_folds(labels, folds, seed)
     probs = np.zeros((len(labels), n_classes), np.float32)
+    with _one_blas_thread():
+        _fit_folds(x, labels, fold, folds, n_classes, probs)
+    return probs
+
+
+def _one_blas_thread():
+    """Hundreds of small matmuls run 10x slower on a multi-threaded BLAS whose threads wait for busy
+    cores (measured on a shared 2-core CPU): one thread where threadpoolctl is installed (scikit-learn's
+    helper; not a dependency of ours), else the BLAS as it is."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _fit_folds(x, labels, fold, folds: int, n_classes: int, probs: np.ndarray) -> None:
     for f in range(folds):
         held = fold == f
         if not held.any():
             continue
         w = fit_probe(x[~held], labels[~held], n_classes)
         probs[held] = softmax(np.hstack([x[held], np.ones((held.sum(), 1), np.float32)]) @ w)
-    return probs
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

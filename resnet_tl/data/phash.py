@@ -90,17 +90,22 @@ def close_pairs(h: np.ndarray, max_bits: tuple[int, int], max_colour: float,
                 block: int = 2048) -> list[tuple[int, int, int, int, float]]:
     """Pairs (i, j, dhash distance, phash distance, colour difference), i < j, within all three bounds.
 
-    h: (N, 8) uint64 from `hashes`. Compares every pair, `block` rows at a time (memory ~ block x N x 2 bytes).
+    h: (N, 8) uint64 from `hashes`. dHash distances of every pair, `block` rows at a time (memory
+    ~ block x N bytes); the pHash and the thumbnail only for the pairs whose dHash is close.
     """
+    count = getattr(np, "bitwise_count", popcount)  # numpy >= 2 counts bits natively, 10x faster
     pairs = []
     for start in range(0, len(h), block):
         rows = h[start:start + block]
-        dd = popcount(rows[:, None, 0] ^ h[None, start:, 0])
-        dp = popcount(rows[:, None, 1] ^ h[None, start:, 1])
-        ii, jj = np.nonzero((dd <= max_bits[0]) & (dp <= max_bits[1]))
+        dd = count(rows[:, None, 0] ^ h[None, start:, 0])
+        ii, jj = np.nonzero(dd <= max_bits[0])
         keep = jj > ii  # columns start at `start`: j > i within the block's own square, all later rows beyond
-        for a, b in zip(ii[keep], jj[keep]):
-            colour = float(colour_difference(rows[a], h[start + b]))
-            if colour <= max_colour:
-                pairs.append((int(a + start), int(b + start), int(dd[a, b]), int(dp[a, b]), colour))
+        ii, jj = ii[keep], jj[keep] + start
+        dp = count(rows[ii, 1] ^ h[jj, 1])
+        near = dp <= max_bits[1]
+        ii, jj, dp = ii[near], jj[near], dp[near]
+        colour = colour_difference(rows[ii], h[jj])
+        for a, b, p, c in zip(ii, jj, dp, colour):
+            if c <= max_colour:
+                pairs.append((int(a + start), int(b), int(dd[a, b - start]), int(p), float(c)))
     return pairs
