@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from resnet_tl.cli.common import cli_errors, emit_json, err, out
+from resnet_tl.models.backbones import BACKBONES
 
 console = out  # the `audit` command has an --out option of its own
 
@@ -42,9 +43,9 @@ def check(
 @app.command("audit")
 @cli_errors
 def audit(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Image folder: class subfolders, or train/ val/ [test/].")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Image folder: class subfolders, or train/ val/ (test/ optional).")],
     run: Annotated[str | None, typer.Option("--run", help="A finished run: its backbone's features, its image size and split.")] = None,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="Or a backbone of the table (see `resnet-tl info`).")] = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help=f"Or a backbone: {', '.join(BACKBONES)}.")] = None,
     weights: Annotated[str, typer.Option("--weights", help="With --backbone: imagenet, none, or a weights file (as model.weights).")] = "imagenet",
     image_size: Annotated[int, typer.Option("--image-size", min=8, max=1024, help="With --backbone: side (px) images are decoded at.")] = 64,
     out: Annotated[str | None, typer.Option("--out", help="Output folder (default: RUN/audit with --run, else ./audit).")] = None,
