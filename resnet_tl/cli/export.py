@@ -32,7 +32,7 @@ def export(
     _show(result, json_)
 
 
-_GATE_NAMES = {"agreement": "agree", "accuracy_drop": "acc drop"}
+_GATE_NAMES = {"agreement": "agree", "accuracy_drop": "drop"}
 
 
 def _show(result, json_: bool) -> None:
@@ -44,18 +44,23 @@ def _show(result, json_: bool) -> None:
 
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
-              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); gated: figures the check "
-                      "enforced (model.keras is the run's own file: none); |dp|: largest probability "
-                      "difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's ImageClassifier, given the "
-                      "image files as an app (its decoder and resize), top-1 read as category names")
-    t.add_column("artifact", no_wrap=True)  # a cut file name is useless
-    for name in ("check", "agree", "acc (keras)", "gated", "|dp|", "MB", "ms"):
-        t.add_column(name, justify="left" if name == "check" else "right")
+    keras_acc = next((a.parity["keras_accuracy"] for a in result.artifacts if a.parity), None)
+    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}", pad_edge=False,
+              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy"
+                      + (f" (Keras: {keras_acc:.3f})" if keras_acc is not None else "")
+                      + "; gated: figures the check enforced (agree; drop: accuracy drop; model.keras is the run's own "
+                      "file: none); |dp|: largest probability difference; ms: one image; └ mediapipe: the .tflite above "
+                      "in MediaPipe's ImageClassifier, given the image files as an app (its decoder and resize), "
+                      "top-1 read as category names")
+    # Fits 80 columns: the file names (what a user copies) keep their width, the figures fold.
+    width = max((len(a.path) for a in result.artifacts if a.runtime != "mediapipe"), default=8)
+    t.add_column("artifact", no_wrap=True, min_width=min(width, 40))
+    for name in ("check", "agree", "acc", "gated", "|dp|", "MB", "ms"):
+        t.add_column(name, justify="left" if name in ("check", "gated") else "right", overflow="fold")
     for a in result.artifacts:
         p = a.parity or {}
         t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
-                  f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
+                  f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f}" if p else "-",
                   ", ".join(_GATE_NAMES[g] for g in a.gates) or "-",
                   f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
     out.print(t)
@@ -63,3 +68,7 @@ def _show(result, json_: bool) -> None:
         if a.note:
             out.print(f"{a.path} ({a.runtime}): {a.note}", highlight=False)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)
+    others = [f"{name} ({f.title})" for name, f in FORMATS.items() if name not in {a.format for a in result.artifacts}]
+    if others:
+        out.print(f"other formats: {', '.join(others)}; e.g. resnet-tl export RUN --format onnx --format openvino",
+                  highlight=False)

@@ -102,7 +102,8 @@ def scan_folder(
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise UserError(f"data.dir '{root}' does not exist; allowed: a folder of class subfolders or train/ val/ [test/]")
+        where = "" if root.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserError(f"data.dir '{root}' does not exist{where}; allowed: a folder of class subfolders or train/ val/ [test/]")
     if not root.is_dir():
         raise UserError(f"data.dir '{root}' is a file; allowed: a folder of class subfolders or train/ val/ [test/]")
     cache = cache or DecodeCache(root, cfg.cache_dir)
