@@ -92,7 +92,7 @@ def fetch_hf(ref: str) -> Path:
                f"and use its path instead, e.g. --set model.weights=/path/to/{filename}")
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, local_files_only=True))
-    except Exception:  # not in the Hub's cache yet
+    except (EntryNotFoundError, OSError):  # not in the Hub's cache (LocalEntryNotFoundError is a subclass)
         pass
     # One quick try instead of the Hub client's half minute of retries when offline.
     why = offline_reason(url)
