@@ -53,4 +53,4 @@ def _render(r: dict) -> None:
         err.print(f"warning: {cal['warning']}", highlight=False, markup=False)
     for p in r["most_confused"][:5]:
         out.print(f"confused: {p['true']} -> {p['predicted']} ({p['count']})", highlight=False)
-    err.print(f"wrote {r['out_dir']}", highlight=False)
+    err.print(f"wrote {r['out_dir']}", highlight=False, markup=False, soft_wrap=True)  # a path to copy: never folded
