@@ -24,13 +24,19 @@ PROBE_TIMEOUT_S = 3.0
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect is an answer: following it would turn the HEAD into a GET of the whole file.
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def offline_reason(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None when `url`'s server answers (any HTTP status), else why not; one try of at most `timeout` s.
 
     urllib honours HTTPS_PROXY, so a machine online through a proxy counts as online.
     """
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+        with urllib.request.build_opener(_NoRedirect).open(urllib.request.Request(url, method="HEAD"), timeout=timeout):
             return None
     except urllib.error.HTTPError:  # the server answered (404, 403, ...): online
         return None

@@ -198,7 +198,7 @@ def offline(monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError(OSError(-2, "Name or service not known"))
 
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    monkeypatch.setattr("urllib.request.OpenerDirector.open", no_network)
     calls = []
     real = huggingface_hub.hf_hub_download
 
