@@ -30,20 +30,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from resnet_tl.cachedir import default_cache_dir
 from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_json, read_json
 
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/resnet-tl, ~/.cache/resnet-tl, or %LOCALAPPDATA%/resnet-tl on Windows."""
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "resnet-tl"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "resnet-tl"
 
 
 def dataset_cache_dir(root: Path, cache_dir: str | None) -> Path:

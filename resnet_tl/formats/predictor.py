@@ -50,6 +50,9 @@ class Predictor:
         read `batch_size` images at a time, never whole)."""
         if getattr(images, "ndim", None) == 3:
             images = np.asarray(images)[None]
+        if getattr(self._run_batch, "batches_itself", False) and len(images):
+            # Whole arrays to runners that batch on their own: they keep the device busy across batches.
+            return self._run_batch(self._check(images), self.batch_size)
         outs = [self._run_batch(self._check(images[i:i + self.batch_size]))
                 for i in range(0, len(images), self.batch_size)]
         if not outs:
@@ -57,6 +60,16 @@ class Predictor:
             n = len(self.labels) if self.labels else 0
             return np.zeros((0, n), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def submit(self, images) -> Callable[[], np.ndarray]:
+        """Start predicting one batch of images; the returned function waits for and returns the
+        probabilities. A runner with `submit` (the .keras format) computes them while the caller
+        prepares the next batch; others compute them now."""
+        submit = getattr(self._run_batch, "submit", None)
+        if submit is None or not len(images):
+            probs = self(images)
+            return lambda: probs
+        return submit(self._check(images))
 
     def _check(self, images) -> np.ndarray:
         x = np.asarray(images)

@@ -123,18 +123,25 @@ class PredictStream:
         self.total = sum(1 for _ in iter_inputs(self.inputs, self.exclude))
 
     def _rows(self) -> Iterator[dict]:
+        # One chunk in flight: chunk i's rows are made after chunk i+1 is dispatched, so a
+        # model on a device computes while this thread gathers the next batch.
         size = self.predictor.image_size
         chunk: list[tuple[str, Any]] = []  # (path, pixels | row dict), in input order
         n_pixels = 0
+        pending = None
         for path, item in self._decoded(size):
             chunk.append((path, item))
             if not isinstance(item, dict):
                 n_pixels += 1
             if n_pixels == self.batch_size:
-                yield from self._predict_chunk(chunk)
-                chunk, n_pixels = [], 0
+                started = self._start_chunk(chunk)
+                if pending is not None:
+                    yield from self._finish_chunk(*pending)
+                pending, chunk, n_pixels = started, [], 0
+        if pending is not None:
+            yield from self._finish_chunk(*pending)
         if chunk:
-            yield from self._predict_chunk(chunk)
+            yield from self._finish_chunk(*self._start_chunk(chunk))
 
     def _decoded(self, size: int) -> Iterator[tuple[str, Any]]:
         """(path, uint8 pixels) or (path, error row), in input order; decodes run ahead on threads."""
@@ -172,12 +179,21 @@ class PredictStream:
         except DecodeError as e:
             return e
 
-    def _predict_chunk(self, chunk: list[tuple[str, Any]]) -> Iterator[dict]:
+    def _start_chunk(self, chunk: list[tuple[str, Any]]) -> tuple[list, Callable[[], Any] | None]:
+        """(chunk, a function that waits for its probabilities) with the model started on its pixels."""
         pixels = [item for _, item in chunk if not isinstance(item, dict)]
+        if not pixels:
+            return chunk, None
+        x = np.stack(pixels)
+        if self.tta:
+            p = predict_tta(self.predictor, x, self.tta)
+            return chunk, lambda: p
+        return chunk, self.predictor.submit(x)
+
+    def _finish_chunk(self, chunk: list[tuple[str, Any]], waiter: Callable[[], Any] | None) -> Iterator[dict]:
         probs = iter(())
-        if pixels:
-            x = np.stack(pixels)
-            p = predict_tta(self.predictor, x, self.tta) if self.tta else self.predictor(x)
+        if waiter is not None:
+            p = waiter()
             if p.shape[1] != len(self.names):
                 raise UserError(f"labels: received {len(self.names)} names; the model '{self.model}' predicts {p.shape[1]} classes")
             conf = (self.calibrate(p) if self.calibrate is not None else p).max(axis=1)

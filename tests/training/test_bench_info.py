@@ -21,6 +21,12 @@ def test_info_json_names_versions_devices_precision_and_cache():
     assert doc["backend"] == "tensorflow"
     assert doc["devices"] and doc["precision_auto"] in ("float32", "mixed_float16", "mixed_bfloat16")
     assert doc["cache_dir"].endswith("resnet-tl")
+    from resnet_tl.training.precision import PRECISION_RULES
+
+    rule = next(r for r in PRECISION_RULES if r.name == doc["precision_auto_rule"]["name"])
+    assert (rule.precision, rule.why) == (doc["precision_auto"], doc["precision_auto_rule"]["why"])
+    cc = doc["compile_cache"]  # TensorFlow's XLA cache, in the cache folder unless the user set TF_XLA_FLAGS
+    assert cc["bound_mb"] >= 0 and (cc["folder"] is None or cc["folder"].endswith("tf-xla") or "TF_XLA_FLAGS" in __import__("os").environ)
 
 
 def test_fast_mixed_precision_by_hardware():
