@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated, Optional
 
 import typer
 
-from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
+from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out, stdout
 from resnet_tl.formats import file_kinds
 
 
@@ -52,19 +51,23 @@ def predict(
             result = classify_folder(model, paths, sort_into, mode=mode, progress=bar, **common)
         elif streaming:
             stream = lib.predict_stream(model, paths, progress=bar, output=output, fmt=out_fmt, **common)
-            result = outputs.write_stream(stream, out_fmt, output, resume=resume, stdout=sys.stdout)
+            result = outputs.write_stream(stream, out_fmt, output, resume=resume, stdout=stdout())
         else:
             result = lib.predict(model, paths, output=output, fmt=fmt, **common)
+    note = _threshold_note(result.get("threshold"), threshold, min_precision)
     if json_ and (sort_into is not None or output is not None):
         emit_json(result)
     elif sort_into is not None:
-        err.print(_sort_summary(result), highlight=False, markup=False, soft_wrap=True)
+        err.print(_sort_summary(result) + (f"; {note}" if note else ""), highlight=False, markup=False, soft_wrap=True)
     elif output is not None:
-        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}", highlight=False, markup=False)
+        err.print(f"wrote {result['predicted']} predictions ({result['failed']} failed) to {output}" + (f"; {note}" if note else ""),
+                  highlight=False, markup=False, soft_wrap=True)
     elif out_fmt == "json":
         emit_json(result)
     elif out_fmt == "table":
-        _table(result)
+        _table(result, note)
+    elif note:  # csv / jsonl rows went to stdout
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     if sort_into is not None and result["failed"]:
         raise typer.Exit(1)  # not a user error: some files could not be sorted, and were left where they were
 
@@ -88,6 +91,16 @@ def _explain(model, paths, out_dir, batch_size, labels, json_, **others) -> None
         raise typer.Exit(1)
 
 
+def _threshold_note(cut: float | None, threshold: str | None, min_precision: float | None) -> str | None:
+    """Which threshold made rows "unsure", and where it came from (auto: the run's calibration)."""
+    if cut is None:
+        return None
+    if str(threshold).strip().lower() == "auto":
+        return (f"unsure: calibrated top-1 confidence below {cut:.4g} (--threshold auto: the run's threshold "
+                f"for precision {min_precision:g} on its validation split)")
+    return f"unsure: top-1 probability below {cut:.4g} (--threshold)"
+
+
 def _sort_summary(result: dict) -> str:
     """One line: what went where, what failed (the first reason), what was done before."""
     placed = ", ".join(f"{k} {v}" for k, v in result["placed"].items()) or "nothing new"
@@ -106,11 +119,15 @@ def _shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _table(result: dict) -> None:
+def _table(result: dict, note: str | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table("path", *[f"top {i + 1}" for i in range(result["top_k"])], title=escape(f"{result['model']} ({result['format']})"), title_justify="left")
+    t = Table(title=escape(f"{result['model']} ({result['format']})"), title_justify="left",
+              caption=escape(note) if note else None, caption_justify="left")
+    # A long path folds onto more lines at the table's width; it is never cut (users copy it).
+    for name in ("path", *[f"top {i + 1}" for i in range(result["top_k"])]):
+        t.add_column(name, overflow="fold")
     for r in result["rows"]:
         # Paths, labels and details are text, not Rich markup: "Holiday [from phone]/a.png" stays as it is.
         cells = [escape(f"{x['label']} {x['probability']:.3f}") for x in r["top"]] or [f"[red]{r['error']}[/] {escape(r['detail'])}"]

@@ -42,3 +42,14 @@ def data_report(scan: Scan, cfg: DataConfig) -> dict:
         "problems": list(scan.problems),
         "cache": scan.counters.as_dict(),
     }
+
+
+def data_summary(report: dict) -> dict:
+    """The few facts `train` shows before training starts (stderr, and "data" in --json), from `data_report`."""
+    conflicting = [d for d in report["duplicates"] if len(set(d["classes"])) > 1]
+    return {
+        "used": report["used"], "classes": len(report["classes"]), "splits": report["splits"],
+        "skipped": report["skipped_count"], "skipped_by_reason": report["skipped_by_reason"],
+        "duplicates": len(report["duplicates"]) - len(conflicting), "conflicting_labels": len(conflicting),
+        "leakage": len(report["leakage"]), "warnings": report["warnings"],
+    }

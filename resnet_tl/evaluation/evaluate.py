@@ -30,7 +30,7 @@ from resnet_tl.evaluation.html_report import write_report
 from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
 from resnet_tl.evaluation.plots import plot_confusion, plot_reliability
 from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from resnet_tl.formats import file_kinds
+from resnet_tl.formats import detect_format, file_kinds
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.models.batched import predict_probs
 from resnet_tl.inference.calibration import calibration_report, load_calibration
@@ -185,6 +185,7 @@ def evaluate(
     if not Path(target).exists():
         raise UserError(f"'{target}' not found; allowed: a run folder or a model file ({file_kinds()})")
     if data is None and not is_run(target):
+        detect_format(target)  # a folder that is neither a run nor a model says so, before asking for --data
         raise UserError(f"--data: required with a model file ('{target}'); allowed: a folder of class subfolders or train/ val/ [test/]")
     t = _open_target(target, labels)
     root = Path(data if data is not None else t.data_cfg.dir)
