@@ -1,6 +1,6 @@
 """Warm starts (issue 23 part 4): the first epoch of a repeated `resnet-tl train quickstart`, compile cache off and on.
 
-    PYTHONPATH=. python benchmarks/bench_warm_start.py [--backend jax] [--epochs 3] [--json]
+    PYTHONPATH=. python benchmarks/bench_warm_start.py [--backend jax] [--epochs 3] [--set KEY=VALUE ...] [--json]
 
 For each setting (RESNET_TL_COMPILE_CACHE_MB=0, then the default), a fresh
 XDG_CACHE_HOME, and the same quickstart run twice in processes of their own.
@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_run(work: Path, name: str, env: dict, epochs: int) -> dict:
+def one_run(work: Path, name: str, env: dict, epochs: int, overrides: list[str]) -> dict:
     t, c0 = time.perf_counter(), _children_cpu()
     p = subprocess.run([sys.executable, "-m", "resnet_tl", "train", "quickstart", "--out", str(work / "runs"), "--name", name,
-                        "--set", f"schedule.0.epochs={epochs}", "--json"], check=False, cwd=ROOT, env=env, capture_output=True, text=True)
+                        "--set", f"schedule.0.epochs={epochs}", *[a for o in overrides for a in ("--set", o)], "--json"], check=False, cwd=ROOT, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t, _children_cpu() - c0
     if p.returncode != 0:
         sys.exit(f"{name}: exit {p.returncode}\n{p.stderr[-3000:]}")
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench_warm_start")
     ap.add_argument("--backend", default="jax")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="more recipe overrides (KEY=VALUE)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -61,10 +62,11 @@ def main() -> None:
                    XDG_CACHE_HOME=str(work / label.replace(" ", "-") / "xdg"), RESNET_TL_COMPILE_CACHE_MB=mb)
         if not mb:
             env.pop("RESNET_TL_COMPILE_CACHE_MB")
-        results[label] = [one_run(work / label.replace(" ", "-"), f"run{i}", env, args.epochs) for i in (1, 2)]
+        results[label] = [one_run(work / label.replace(" ", "-"), f"run{i}", env, args.epochs, args.overrides) for i in (1, 2)]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "")
     doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cpus": len(os.sched_getaffinity(0)),
-           "load_avg_1m": os.getloadavg()[0], "backend": args.backend, "epochs": args.epochs, "results": results}
+           "load_avg_1m": os.getloadavg()[0], "backend": args.backend, "epochs": args.epochs, "overrides": args.overrides,
+           "results": results}
     if args.json:
         print(json.dumps(doc, indent=1))
         return
