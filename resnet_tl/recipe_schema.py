@@ -51,8 +51,44 @@ class AugmentConfig(_Section):
     )
     contrast: float = Field(0.0, ge=0.0, le=1.0, description="Max contrast change, fraction.")
     brightness: float = Field(0.0, ge=0.0, le=1.0, description="Max brightness change, fraction of 255.")
+    policy: Literal["none", "randaugment", "trivialaugment"] = Field(
+        "none", description="Automatic augmentation policy (timm's ops, keras.ops): randaugment = num_ops ops per image at "
+        "`magnitude`; trivialaugment = one op per image at a magnitude drawn in [0, magnitude].",
+    )
+    magnitude: float | None = Field(
+        None, ge=0.0, le=10.0,
+        description="Policy strength 0..10, default 9; at 10: rotate 30 deg, shear 0.3, translate 45%, "
+        "enhance factor 1 +- 0.9, posterize to 4 bits, solarize everything.",
+    )
+    num_ops: int | None = Field(None, ge=1, le=8, description="Policy ops per image: randaugment, default 2; trivialaugment: 1.")
+    erasing: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Random erasing: probability per image of filling one rectangle (2-33% of the area) with a random colour.",
+    )
     mixup: float = Field(0.0, ge=0.0, description="Mixup Beta(alpha, alpha); 0 = off.")
     cutmix: float = Field(0.0, ge=0.0, description="CutMix Beta(alpha, alpha); 0 = off.")
+
+    @model_validator(mode="after")
+    def _policy_keys_need_a_policy(self) -> AugmentConfig:
+        # A magnitude or num_ops the policy would ignore is a mistake worth naming.
+        if self.policy == "none":
+            for key in ("magnitude", "num_ops"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to a policy; received {key}={getattr(self, key)} with policy 'none' "
+                                     "(allowed policies: randaugment, trivialaugment)")
+        elif self.policy == "trivialaugment" and self.num_ops not in (None, 1):
+            raise ValueError(f"num_ops: trivialaugment applies one op per image; received num_ops={self.num_ops} (use randaugment)")
+        return self
+
+    @property
+    def policy_level(self) -> float:
+        """The policy's strength as a fraction of its maximum (magnitude / 10)."""
+        return (9.0 if self.magnitude is None else self.magnitude) / 10.0
+
+    @property
+    def policy_ops(self) -> int:
+        """Ops per image that the policy applies."""
+        return 1 if self.policy == "trivialaugment" else (self.num_ops or 2)
 
 
 class DataConfig(_Section):
