@@ -104,6 +104,7 @@ def main() -> None:
             if p.returncode != 0:
                 sys.exit(f"{backend} {label}: exit {p.returncode}\n{p.stderr[-3000:]}")
             results[f"{backend}/{label}"] = json.loads(p.stdout.strip().splitlines()[-1])
+            (work / f"{backend}-{label}.json").write_text(json.dumps(results[f"{backend}/{label}"]))  # kept if cut short
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cpus": len(os.sched_getaffinity(0)),
