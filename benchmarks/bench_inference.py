@@ -5,7 +5,8 @@
 `--before` is a folder holding another checkout's `resnet_tl/` package (e.g.
 `git archive main resnet_tl | tar -x -C /tmp/before`); this checkout is "after".
 Each (checkout, backend) pair runs in a process of its own, one after another,
-and times the two public entry points every caller uses:
+and times the two public entry points every caller uses (wall time, and the
+process's CPU time, all threads: the steadier figure on a shared machine):
 
   probs    resnet_tl.models.batched.predict_probs(classifier, x, batch)  (evaluate, finish, export's reference, bench)
   file     resnet_tl.formats.predictor.load_predictor("model.keras")(x)  (predict, export's parity check)
@@ -49,12 +50,14 @@ def child(work: Path, batch: int, rounds: int) -> dict:
         t = time.perf_counter()
         first = call()
         compile_s = time.perf_counter() - t
-        times = []
+        times, cpu = [], []
         for _ in range(rounds):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             call()
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         out[name] = {"images_per_s": round(len(x) / statistics.median(times), 2), "first_call_s": round(compile_s, 2),
+                     "images_per_cpu_s": round(len(x) / statistics.median(cpu), 2),
                      "round_s": [round(s, 3) for s in times], "checksum": float(np.asarray(first, np.float64).sum())}
     return out
 
@@ -101,22 +104,26 @@ def main() -> None:
             if p.returncode != 0:
                 sys.exit(f"{backend} {label}: exit {p.returncode}\n{p.stderr[-3000:]}")
             results[f"{backend}/{label}"] = json.loads(p.stdout.strip().splitlines()[-1])
+            (work / f"{backend}-{label}.json").write_text(json.dumps(results[f"{backend}/{label}"]))  # kept if cut short
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     doc = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cpus": len(os.sched_getaffinity(0)),
+           "load_avg_1m": os.getloadavg()[0],
            "n": args.n, "size": args.size, "batch": args.batch, "rounds": args.rounds, "results": results}
     if args.json:
         print(json.dumps(doc, indent=1))
         return
     print(f"{doc['date']}  {cpu}, {doc['cpus']} CPUs; ResNet-50 {args.size} px, {args.n} images, batch {args.batch}")
-    print("| backend | entry point | before img/s | after img/s | after / before | first call before / after (s) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    print("| backend | entry point | before img/s | after img/s | after / before | before img per CPU-s | after img per CPU-s | after / before |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for backend in args.backends:
         b, a = results[f"{backend}/before"], results[f"{backend}/after"]
         for name in ("probs", "file"):
             ratio = a[name]["images_per_s"] / b[name]["images_per_s"]
+            cpu_ratio = a[name]["images_per_cpu_s"] / b[name]["images_per_cpu_s"]
             print(f"| {backend} | {name} | {b[name]['images_per_s']} | {a[name]['images_per_s']} | {ratio:.2f}x | "
-                  f"{b[name]['first_call_s']} / {a[name]['first_call_s']} |")
+                  f"{b[name]['images_per_cpu_s']} | {a[name]['images_per_cpu_s']} | {cpu_ratio:.2f}x |")
 
 
 if __name__ == "__main__":

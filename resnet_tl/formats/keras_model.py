@@ -33,6 +33,7 @@ class KerasRunner:
     """
 
     batches_itself = True
+    device_batch_size = staticmethod(device_batch_size)
 
     def __init__(self, model):
         self.model = model

@@ -61,6 +61,12 @@ class Predictor:
             return np.zeros((0, n), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
+    def call_size(self, requested: int) -> int:
+        """Images per model call for a requested batch size: more where the runtime wants
+        it (a Keras model on a GPU or TPU: `resnet_tl.models.batched.device_batch_size`)."""
+        sized = getattr(self._run_batch, "device_batch_size", None)
+        return sized(requested) if sized is not None else requested
+
     def submit(self, images) -> Callable[[], np.ndarray]:
         """Start predicting one batch of images; the returned function waits for and returns the
         probabilities. A runner with `submit` (the .keras format) computes them while the caller

@@ -255,6 +255,7 @@ def predict_stream(
     if max_pixels is None:
         max_pixels = recipe.data.max_pixels if recipe is not None else DEFAULT_MAX_PIXELS
     predictor = load_predictor(model_path, batch_size=batch_size)
+    batch_size = predictor.batch_size = predictor.call_size(batch_size)  # chunks sized to the device
     calibrate, cut = confidence_rule(model, threshold, min_precision)
     names = read_labels(labels, "--labels") if labels is not None else predictor.labels
     if names is None:  # one blank image tells the class count; with labels, the first batch checks it

@@ -117,7 +117,8 @@ PRECISION_RULES = (
                   "compute capability 7.x tensor cores run float16, not bfloat16; Keras adds loss scaling"),
     PrecisionRule("tpu", lambda ds: any(d.kind == "tpu" for d in ds), "mixed_bfloat16", "TPUs compute in bfloat16"),
     PrecisionRule("default", lambda ds: True, "float32",
-                  "no GPU with tensor cores (every GPU must have them) and no TPU: mixed precision would not be faster"),
+                  "no tensor-core GPU (every GPU must have them) and no TPU: float32; on a CPU with "
+                  "AVX512_BF16 or AMX, mixed_bfloat16 is worth measuring (resnet-tl bench --precision)"),
 )
 
 

@@ -126,3 +126,19 @@ def test_evaluate_predict_export_check_and_bench_all_run_through_it(shared_run, 
         assert seen, f"{name} ran a model outside resnet_tl.models.batched"
     # export runs the reference (the run's model) and the artifact it loads back: two models, one path.
     assert len({id(m) for m in seen}) == 1  # bench: its one classifier
+
+
+def test_predict_chunks_are_sized_to_the_device_for_keras_models_only(monkeypatch, tmp_path):
+    from resnet_tl.formats.keras_model import KerasRunner
+    from resnet_tl.formats.predictor import Predictor
+
+    keras_p = Predictor(KerasRunner(tiny_model()), path=tmp_path / "m.keras", format="keras", image_size=8, labels=None, sidecar=None)
+    other = Predictor(lambda x: np.zeros((len(x), 3), np.float32), path=tmp_path / "m.tflite", format="tflite", image_size=8,
+                      labels=None, sidecar=None)
+    assert (keras_p.call_size(32), other.call_size(32)) == (32, 32)  # this CPU
+    monkeypatch.setattr(batched, "on_accelerator", lambda: True)
+    assert (keras_p.call_size(32), other.call_size(32)) == (batched.ACCELERATOR_MIN_BATCH, 32)
+    # The whole array goes to the runner, which batches it itself; the answer is Keras's own.
+    x = np.random.default_rng(2).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(keras_p(x), keras_p._run_batch.model.predict(x.astype(np.float32), verbose=0), atol=1e-5)
+    np.testing.assert_allclose(keras_p.submit(x[:2])(), keras_p(x)[:2], atol=1e-5)
