@@ -75,4 +75,9 @@ def _show(result, json_: bool) -> None:
     for a in result.artifacts:
         if a.note:
             out.print(f"{a.path} ({a.runtime}): {a.note}", highlight=False)
+        for i, t in enumerate((a.repair or {}).get("attempts", [])):
+            kept = f"{len(t['float_layers'])} layer(s) in float" if t["float_layers"] else "plain int8"
+            out.print(f"  attempt {i}: {kept}, {t['size_bytes'] / 1e6:.2f} MB, agreement {t['agreement']:.4f}, "
+                      f"accuracy {t['accuracy']:.4f}, {t['latency_ms']:.2f} ms, {'passed' if t['passed'] else 'failed'}",
+                      highlight=False, markup=False)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)
