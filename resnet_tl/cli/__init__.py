@@ -8,6 +8,8 @@ formats or backbones are built from their tables (`resnet_tl.formats`,
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from resnet_tl.cli import data as data_cmd
@@ -28,6 +30,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from resnet_tl import __version__
+
+        typer.echo(f"resnet-tl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    pass  # only the --version option; the help text is the app's
+
+
 app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
 app.command(help="Evaluate a run or a model file on a split; writes eval/<split>/ and refreshes report.html.")(evaluate)
 app.command(help=f"Export a run ({titles()}) and check each artifact in its runtime.")(export)
