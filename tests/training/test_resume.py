@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,56 +77,71 @@ def reference(setup):
     return _history(run), json.loads((run / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("fault", [
-    "batch:2",        # mid-epoch, in the first (cached-feature) phase
-    # between epochs in the first phase: test_resume_with_augmentation_equals_uninterrupted[epoch:1],
-    # the same point with more state to restore (the cached augmented views)
-    "epoch:2",        # between phases
-    "checkpoint:3",   # halfway through writing the 3rd checkpoint
-    "batch:9",        # mid-epoch in the second phase
-])
-def test_sigkill_anywhere_then_resume_equals_uninterrupted(setup, reference, fault):
-    base, recipe = setup
-    out = base / "runs"
-    name = "k-" + fault.replace(":", "-")
-    killed = _cli(str(recipe), "--out", str(out), "--name", name, fault=fault, check=False)
-    assert killed.returncode == -signal.SIGKILL
-    run = out / name
-    assert json.loads((run / "status.json").read_text())["status"] == "running"
-    if (run / "checkpoint" / "last.npz").exists():
-        with np.load(run / "checkpoint" / "last.npz") as z:  # never a broken checkpoint
-            assert "state" in z.files
-    _cli("--resume", str(run))
+def _assert_equals_reference(run: Path, reference, rel: float = 1e-3, abs_: float = 1e-4) -> None:
+    """Every epoch's losses, the final metrics and the status match the uninterrupted run."""
     hist = _history(run)
     ref_hist, ref_metrics = reference
     assert [int(r["epoch"]) for r in hist] == list(range(1, sum(EPOCHS) + 1))
     assert [r["phase"] for r in hist] == [r["phase"] for r in ref_hist]
     for a, b in zip(hist, ref_hist):
-        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-3, abs=1e-4)
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["accuracy"] == pytest.approx(ref_metrics["accuracy"], abs=1e-6)
-    assert metrics["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-3, abs=1e-4)
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=rel, abs=abs_)
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=rel, abs=abs_)
+    if ref_metrics is not None:
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["accuracy"] == pytest.approx(ref_metrics["accuracy"], abs=1e-6)
+        assert metrics["loss"] == pytest.approx(ref_metrics["loss"], rel=rel, abs=abs_)
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
     assert not list(run.rglob(".*partial-*")), "temporary files left behind"
 
 
-def test_sigint_saves_prints_resume_command_and_exits_130(setup):
-    base, recipe = setup
-    run = base / "runs" / "ctrl-c"
-    p = _cli(str(recipe), "--out", str(base / "runs"), "--name", "ctrl-c", fault="batch:8:INT", check=False)
-    assert p.returncode == 130, p.stderr
-    assert f"resnet-tl train --resume {run}" in p.stderr
-    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+def _epochs_in_checkpoint(run: Path) -> int:
+    """epochs_done of last.npz (0 without one); loading it proves it is never a broken file."""
+    if not (run / "checkpoint" / "last.npz").exists():
+        return 0
     with np.load(run / "checkpoint" / "last.npz") as z:
-        state = json.loads(str(z["state"]))
-    assert state["epochs_done"] == 2  # batch 8 falls in epoch 3
-    assert len(_history(run)) == 2
+        return json.loads(str(z["state"]))["epochs_done"]
 
 
-def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference):
+# Each process of one run is stopped at the next point, then the run is resumed; RESNET_TL_FAULT counts
+# within a process, so each count starts at the resumed epoch. One chain of real processes covers every
+# point that separate kill-then-resume pairs did (and resumes a resumed run), with 6 processes instead of 9.
+# (fault, what the process must leave: exit status, run status, epochs in last.npz)
+KILL_CHAIN = [
+    ("batch:2", -signal.SIGKILL, "running", 0),      # mid-epoch 1, in the first (cached-feature) phase
+    # between epochs in the first phase: test_resume_with_augmentation_equals_uninterrupted, the same
+    # point with more state to restore (the cached augmented views)
+    ("epoch:2", -signal.SIGKILL, "running", 2),      # between phases
+    ("checkpoint:1", -signal.SIGKILL, "running", 2),  # halfway through writing epoch 3's first checkpoint file
+    ("batch:2:INT", 130, "interrupted", 2),          # Ctrl-C mid-epoch 3: saves, prints the resume command
+    ("batch:3", -signal.SIGKILL, "running", 2),      # mid-epoch 3, in the second phase
+]
+
+
+def test_sigkill_anywhere_and_ctrl_c_then_resume_equals_uninterrupted(setup, reference):
     base, recipe = setup
-    run = base / "runs" / "edited"
-    _cli(str(recipe), "--out", str(base / "runs"), "--name", "edited", fault="epoch:1", check=False)
+    out, name = base / "runs", "chain"
+    run = out / name
+    for i, (fault, code, status, epochs) in enumerate(KILL_CHAIN):
+        args = (str(recipe), "--out", str(out), "--name", name) if i == 0 else ("--resume", str(run))
+        p = _cli(*args, fault=fault, check=False)
+        assert p.returncode == code, (fault, p.stderr[-2000:])
+        assert json.loads((run / "status.json").read_text())["status"] == status, fault
+        assert _epochs_in_checkpoint(run) == epochs, fault
+        if code == 130:
+            assert f"resnet-tl train --resume {run}" in p.stderr
+            assert len(_history(run)) == epochs
+    _cli("--resume", str(run))
+    _assert_equals_reference(run, reference)
+
+
+def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference, tmp_path):
+    """The CLI's one-line refusals, on a copy of a real run marked interrupted as after a crash."""
+    from resnet_tl.runs import RunPaths, write_status
+
+    base, recipe = setup
+    run = tmp_path / "edited"
+    shutil.copytree(base / "runs" / "reference", run)
+    write_status(RunPaths(run), "interrupted")
     stored = run / "recipe.yaml"
     doc = yaml.safe_load(stored.read_text())
     doc["schedule"][1]["lr"] = 0.5
@@ -251,17 +267,17 @@ def augmented(setup):
     return recipe, _history(base / "runs" / "aug-reference")
 
 
-@pytest.mark.parametrize("fault", ["epoch:1", "epoch:3"])  # in the cached head phase; in the live phase
-def test_resume_with_augmentation_equals_uninterrupted(setup, augmented, fault):
-    """The augmented views and the augmenter's RNG state come back exactly."""
+def test_resume_with_augmentation_equals_uninterrupted(setup, augmented):
+    """The augmented views and the augmenter's RNG state come back exactly: killed after epoch 1 (in the cached
+    head phase), resumed and killed again after epoch 3 (in the live phase), resumed to the end."""
     base, _ = setup
     recipe, ref_hist = augmented
-    name = "aug-" + fault.replace(":", "-")
-    killed = _cli(str(recipe), "--out", str(base / "runs"), "--name", name, fault=fault, check=False)
-    assert killed.returncode == -signal.SIGKILL
-    _cli("--resume", str(base / "runs" / name))
-    hist = _history(base / "runs" / name)
-    assert len(hist) == len(ref_hist) == sum(EPOCHS)
-    for a, b in zip(hist, ref_hist):
-        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-5)
-        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-4, abs=1e-5)
+    out, name = base / "runs", "aug-chain"
+    run = out / name
+    for i, (fault, epochs) in enumerate([("epoch:1", 1), ("epoch:2", 3)]):
+        args = (str(recipe), "--out", str(out), "--name", name) if i == 0 else ("--resume", str(run))
+        killed = _cli(*args, fault=fault, check=False)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert _epochs_in_checkpoint(run) == epochs
+    _cli("--resume", str(run))
+    _assert_equals_reference(run, (ref_hist, None), rel=1e-4, abs_=1e-5)
