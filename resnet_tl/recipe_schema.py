@@ -96,6 +96,7 @@ class ModelConfig(_Section):
 
 
 # ----------------------------------------------------------------- schedule
+DECAYS = ("constant", "cosine", "linear", "onecycle")
 class PhaseConfig(_Section):
     """One phase of the freeze/unfreeze schedule; the model is recompiled between phases."""
 
@@ -106,8 +107,12 @@ class PhaseConfig(_Section):
     )
     from_: str | None = Field(None, alias="from", description="Train this stage and every stage above it (and the head).")
     lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs.")
-    decay: Literal["constant", "cosine", "linear"] = Field("constant", description="Learning-rate decay after warm-up.")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs (onecycle: its cosine warm-up; default a quarter of the phase).")
+    decay: Literal[DECAYS] = Field(  # type: ignore[valid-type]
+        "constant",
+        description="Learning-rate decay after warm-up. onecycle: fastai's fit_one_cycle: cosine from lr/25 up to lr, "
+                    "cosine down to lr/1e5, momentum (SGD momentum, Adam beta_1) cycled 0.95 -> 0.85 -> 0.95.",
+    )
     optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (adamw, sgd).")
@@ -137,7 +142,7 @@ class GradualConfig(_Section):
     lr: float = Field(1e-4, gt=0.0, le=10.0)
     head_lr: float = Field(1e-3, gt=0.0, le=10.0)
     optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
-    decay: Literal["constant", "cosine", "linear"] = "constant"
+    decay: Literal[DECAYS] = "constant"  # type: ignore[valid-type]
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0)
     batchnorm: Literal["frozen", "train"] = "frozen"
 
