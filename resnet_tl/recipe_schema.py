@@ -106,7 +106,9 @@ class PhaseConfig(_Section):
         None, description="Stages that train: 'head', 'all' or a list such as [conv5, head]. Default (with no 'from'): all."
     )
     from_: str | None = Field(None, alias="from", description="Train this stage and every stage above it (and the head).")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    lr: Union[Annotated[float, Field(gt=0.0, le=10.0)], Literal["find"]] = Field(
+        1e-3, description="Peak learning rate, or 'find': lr-find's suggestion for this phase, found before the run "
+                          "(the run records the rule and the value in lr_find.json).")
     warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs (onecycle: its cosine warm-up; default a quarter of the phase).")
     decay: Literal[DECAYS] = Field(  # type: ignore[valid-type]
         "constant",
@@ -178,6 +180,11 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed of weights init, shuffling and augmentation.")
     monitor: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="Metric that picks the best checkpoint and drives early stopping.")
     patience: int = Field(0, ge=0, description="Early stopping: epochs without improvement before stopping (0 = off).")
+    ema: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Exponential moving average of the weights, decay per step (e.g. 0.999; 0 = off), warmed up as "
+                    "min(ema, (1 + n) / (10 + n)) at step n. Validation, best epoch, calibration and model.keras use the average.",
+    )
     class_weight: Union[Literal["none", "balanced"], dict[str, Annotated[float, Field(gt=0)]]] = Field(
         "none", description="none | balanced | {class_name: weight}."
     )
@@ -242,9 +249,9 @@ def allowed_msg(value: Any, allowed: tuple[str, ...] | list[str]) -> str:
 # Keys that define what a checkpoint means; a resumed run may not change them.
 # data.augment: the augmenter's variables (its RNG state) are in the checkpoint;
 # train.monitor: best_value compares against it; train.precision: mixed_float16
-# adds loss-scale variables to the optimizer state.
+# adds loss-scale variables to the optimizer state; train.ema: the checkpoint holds the average or not.
 LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "data.augment",
-               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision")
+               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision", "train.ema")
 
 
 def locked_view(recipe: Recipe) -> dict[str, Any]:

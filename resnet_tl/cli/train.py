@@ -58,10 +58,14 @@ def _render_plan(rows: list[dict]) -> None:
 
     t = Table("phase", "name", "epochs", "trains", "lr", "optimizer", "warmup", "decay", "lr decay/stage", "batchnorm", "features", title="schedule")
     for r in rows:
-        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), f"{r['lr']:g}", r["optimizer"],
+        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), _lr_cell(r["lr"]), r["optimizer"],
                   f"{r['warmup_epochs']:g}", r["decay"], f"{r['lr_decay_per_stage']:g}", r["batchnorm"],
                   _features_cell(r))
     out.print(t)
+
+
+def _lr_cell(lr) -> str:
+    return lr if isinstance(lr, str) else f"{lr:g}"  # 'find': lr-find decides before the run
 
 
 def _features_cell(row: dict) -> str:

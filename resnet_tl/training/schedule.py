@@ -31,6 +31,7 @@ class Phase:
     stages: tuple[str, ...]  # stages that train, bottom to top
     cache_views: int = 0  # views of the training set in the feature cache; 0 = trains on live images
     augmented_views: bool = False  # whether those views are augmented
+    item: int = 0  # the recipe's schedule entry it came from (a `gradual` entry expands to several phases)
 
     @property
     def uses_feature_cache(self) -> bool:
@@ -121,7 +122,7 @@ def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
             idx = len(out)
             selected = select_stages(cfg, stages, where)
             out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, selected,
-                             *feature_cache(cfg, selected, recipe.data.augment, where)))
+                             *feature_cache(cfg, selected, recipe.data.augment, where), item=i))
     warning = frozen_random_backbone(recipe.model.weights, out, stages)
     if warning:
         warnings.warn(warning, stacklevel=2)
