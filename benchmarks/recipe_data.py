@@ -28,8 +28,9 @@ def _save(root: Path, split: str, cls: str, i: int, gray: np.ndarray) -> None:
     Image.fromarray(np.repeat(gray[..., None], 3, axis=2)).save(d / f"{i:04d}.png")
 
 
-def digits_folder(root: Path, size: int = 32, seed: int = 0) -> Path:
-    """scikit-learn digits as root/{train,val,test}/<digit>/*.png (1120/280/397 images)."""
+def digits_folder(root: Path, size: int = 32, seed: int = 0, n_trainval: int = 1400) -> Path:
+    """scikit-learn digits as root/{train,val,test}/<digit>/*.png: the first n_trainval of a seeded
+    order split 80/20 into train and val (1120/280 by default), the last 397 for test."""
     from sklearn.datasets import load_digits
 
     root = Path(root)
@@ -38,7 +39,9 @@ def digits_folder(root: Path, size: int = 32, seed: int = 0) -> Path:
     d = load_digits()
     order = np.random.default_rng(seed).permutation(len(d.target))
     for rank, i in enumerate(order):
-        split = "train" if rank < 1120 else "val" if rank < 1400 else "test"
+        split = "train" if rank < int(n_trainval * 0.8) else "val" if rank < n_trainval else "test" if rank >= 1400 else None
+        if split is None:
+            continue
         img8 = (d.images[i] * (255.0 / 16.0)).astype(np.uint8)
         big = np.asarray(Image.fromarray(img8).resize((size, size), Image.BICUBIC))
         _save(root, split, str(d.target[i]), rank, big)

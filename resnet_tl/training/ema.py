@@ -69,4 +69,7 @@ class EMAUpdate(keras.callbacks.Callback):
         self.ema = ema
 
     def on_train_batch_end(self, batch, logs=None):
+        # Under JAX the weights live outside the variables during an epoch; reading
+        # Callback.model copies them back (jax_state_sync), a no-op elsewhere.
+        _ = self.model
         self.ema.update()

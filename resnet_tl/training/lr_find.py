@@ -9,7 +9,9 @@ early once the smoothed loss passes 4x its minimum after the first tenth of the 
 
 The suggestion follows one stated rule, fastai's `steep`:
     RULE: the rate of steepest descent of the smoothed loss against log(lr), over the points
-    left after dropping the first tenth of the steps and the last 5 points.
+    left after dropping the first tenth of the steps and the last 5 points, up to the lowest
+    smoothed loss. The last clause is ours: with BatchNorm a loss may spike, not reach 4x its
+    minimum, and fall again at absurd rates; that fall is not the descent the rule looks for.
 `min_div_10` (fastai's `minimum`: the rate of the lowest smoothed loss, divided by 10) is
 reported beside it.
 
@@ -41,7 +43,7 @@ from resnet_tl.training.stages import apply_freezing
 
 keras = keras_module()
 
-RULE = ("steepest descent of the smoothed loss against log(lr), "
+RULE = ("steepest descent of the smoothed loss against log(lr) before its minimum, "
         "after dropping the first tenth of the steps and the last 5 points (fastai's 'steep')")
 START_LR, END_LR, STEPS = 1e-7, 10.0, 100
 SMOOTH_BETA, DIVERGE = 0.98, 4.0
@@ -82,8 +84,13 @@ def suggest(lrs, smoothed, steps: int) -> tuple[float, float]:
     if len(lr) < 3:
         raise UserError(f"lr-find: the loss diverged after {len(lrs)} of {steps} steps, too early to suggest a rate; "
                         f"allowed: a lower start rate or more steps (--steps)")
-    slopes = np.diff(loss) / np.diff(np.log(lr))
-    return float(lr[int(np.argmin(slopes))]), float(lr[int(np.argmin(loss))] / 10)
+    lowest = int(np.argmin(loss))
+    if lowest < 1:
+        raise UserError(f"lr-find: the smoothed loss never fell below its value at lr {lr[0]:.3g}; "
+                        f"allowed: a lower start rate, more steps (--steps), or check the phase trains anything")
+    descent = slice(0, lowest + 1)
+    slopes = np.diff(loss[descent]) / np.diff(np.log(lr[descent]))
+    return float(lr[int(np.argmin(slopes))]), float(lr[lowest] / 10)
 
 
 def exponential_rates(start_lr: float, end_lr: float, steps: int):

@@ -17,12 +17,13 @@ STEPS, START, END = 60, 1e-4, 10.0
 
 def _rule_by_hand(lrs, losses, steps):
     """fastai's smoothing and 'steep' rule, written out again: debiased EMA (0.98), drop the first
-    tenth and the last 5 points, the rate where d(loss)/d(log lr) is lowest."""
+    tenth and the last 5 points, the rate where d(loss)/d(log lr) is lowest before the lowest loss."""
     avg, sm = 0.0, []
     for i, loss in enumerate(losses):
         avg = 0.98 * avg + 0.02 * loss
         sm.append(avg / (1 - 0.98 ** (i + 1)))
     lr, sm = np.array(lrs)[steps // 10:len(lrs) - 5], np.array(sm)[steps // 10:len(lrs) - 5]
+    lr, sm = lr[:np.argmin(sm) + 1], sm[:np.argmin(sm) + 1]
     return lr[np.argmin(np.diff(sm) / np.diff(np.log(lr)))]
 
 
