@@ -3,7 +3,8 @@
 TensorFlow 2.21 writes C++ log lines to the process's stderr at import and at
 first device query, before its own log-level settings take effect. A CLI user
 should see none of it, so the first import runs with file descriptor 2
-pointed at /dev/null. Call `keras_module()` instead of a top-level
+pointed at /dev/null; compiled programs are kept across runs
+(`resnet_tl.compile_cache`). Call `keras_module()` instead of a top-level
 `import keras` in code the CLI reaches.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+
+from resnet_tl import compile_cache
 
 
 def quiet_tensorflow() -> None:
@@ -46,6 +49,7 @@ def keras_module():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     quiet_tensorflow()
+    compile_cache.before_keras_import()
     with fd2_silenced():
         import keras
 
@@ -53,5 +57,6 @@ def keras_module():
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+    compile_cache.after_keras_import(keras.backend.backend())
     return keras
 

@@ -51,8 +51,44 @@ class AugmentConfig(_Section):
     )
     contrast: float = Field(0.0, ge=0.0, le=1.0, description="Max contrast change, fraction.")
     brightness: float = Field(0.0, ge=0.0, le=1.0, description="Max brightness change, fraction of 255.")
+    policy: Literal["none", "randaugment", "trivialaugment"] = Field(
+        "none", description="Automatic augmentation policy (timm's ops, keras.ops): randaugment = num_ops ops per image at "
+        "`magnitude`; trivialaugment = one op per image at a magnitude drawn in [0, magnitude].",
+    )
+    magnitude: float | None = Field(
+        None, ge=0.0, le=10.0,
+        description="Policy strength 0..10, default 9; at 10: rotate 30 deg, shear 0.3, translate 45%, "
+        "enhance factor 1 +- 0.9, posterize to 4 bits, solarize everything.",
+    )
+    num_ops: int | None = Field(None, ge=1, le=8, description="Policy ops per image: randaugment, default 2; trivialaugment: 1.")
+    erasing: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Random erasing: probability per image of filling one rectangle (2-33% of the area) with a random colour.",
+    )
     mixup: float = Field(0.0, ge=0.0, description="Mixup Beta(alpha, alpha); 0 = off.")
     cutmix: float = Field(0.0, ge=0.0, description="CutMix Beta(alpha, alpha); 0 = off.")
+
+    @model_validator(mode="after")
+    def _policy_keys_need_a_policy(self) -> AugmentConfig:
+        # A magnitude or num_ops the policy would ignore is a mistake worth naming.
+        if self.policy == "none":
+            for key in ("magnitude", "num_ops"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to a policy; received {key}={getattr(self, key)} with policy 'none' "
+                                     "(allowed policies: randaugment, trivialaugment)")
+        elif self.policy == "trivialaugment" and self.num_ops not in (None, 1):
+            raise ValueError(f"num_ops: trivialaugment applies one op per image; received num_ops={self.num_ops} (use randaugment)")
+        return self
+
+    @property
+    def policy_level(self) -> float:
+        """The policy's strength as a fraction of its maximum (magnitude / 10)."""
+        return (9.0 if self.magnitude is None else self.magnitude) / 10.0
+
+    @property
+    def policy_ops(self) -> int:
+        """Ops per image that the policy applies."""
+        return 1 if self.policy == "trivialaugment" else (self.num_ops or 2)
 
 
 class DataConfig(_Section):
@@ -60,9 +96,20 @@ class DataConfig(_Section):
 
     dir: str = Field("data/sample", description="Image folder: one subfolder per class, or train/ val/ [test/].")
     image_size: int = Field(64, ge=8, le=1024, description="Square side in pixels the images are resized to.")
+    resize: Literal["antialias", "bilinear"] = Field(
+        "antialias",
+        description="How images shrink to image_size in training, evaluation, predict and export's check: antialias "
+                    "(Pillow's antialiased bilinear) or bilinear (no antialiasing, as MediaPipe and most app pipelines "
+                    "resize; choose it for models that will run in apps on photos much larger than image_size).",
+    )
     val_split: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for validation (stratified, seeded) when the folder has no val/ split.")
     seed: int = Field(42, description="Seed of the train/val split.")
     min_size: int = Field(8, ge=1, description="Images whose shorter side is below this (px) are skipped as too small.")
+    max_pixels: int = Field(
+        89_478_485, ge=1, le=178_956_970,
+        description="Images with more pixels (width x height, read from the header before decoding) are skipped as "
+                    "too_large: a decompression-bomb guard. Default: Pillow's own warning level (~9459 x 9459 px); "
+                    "at most twice that, where Pillow itself refuses.")
     skip_empty_classes: bool = Field(False, description="Skip (with a warning) class folders with no usable image instead of failing.")
     few_images_warning: int = Field(5, ge=0, description="Warn about classes with fewer usable images than this.")
     cache_dir: str | None = Field(None, description="Decoded-image cache; default: the user's cache directory.")
@@ -210,6 +257,8 @@ class ExportConfig(_Section):
     min_agreement_float: float = Field(0.995, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of float32 and float16 artifacts.")
     min_agreement_int8: float = Field(0.97, ge=0.0, le=1.0, description="Parity check: least top-1 agreement with the Keras model of int8-weight TFLite models (dynamic-range and full int8).")
     max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Parity check: most an artifact's accuracy on the validation labels may fall below the Keras model's (0.01 = one percentage point).")
+    int8_repair: bool = Field(True, description="When a full-int8 TFLite model fails its parity gate in LiteRT, rank its layers with LiteRT's quantization debugger and keep the worst in float until it passes (each attempt reported).")
+    int8_repair_max_growth: float = Field(2.0, ge=1.0, le=4.0, description="Largest size a repaired int8 .tflite may reach, as a multiple of the plain int8 file (float32 is about 4x).")
     latency_images: int = Field(20, ge=1, le=10_000, description="Single-image calls timed per artifact for the mean latency in the parity report.")
 
     @field_validator("formats")

@@ -89,3 +89,17 @@ def bars_folder(root, n_per_class: int = 30, size: int = 16, seed: int = 0):
                 img[k:k + 3, :] = 230
             Image.fromarray(img).save(root / cls / f"{i:02d}.png")
     return root
+
+
+def affinity_capped_by_quota() -> int:
+    """The CPUs a test expects this process to use: the affinity mask (from the OS) capped by
+    the cgroup CPU quota, rounded up, as `resnet_tl.cpus.usable_cpus` promises; under
+    `docker --cpus=1` that is 1 whatever the mask says. The quota reader itself is
+    tested on fake cgroup trees in tests/core/test_cpus.py."""
+    import math
+    import os
+
+    from resnet_tl import cpus
+
+    quota = cpus.cgroup_cpu_quota()
+    return max(1, min(len(os.sched_getaffinity(0)), math.ceil(quota) if quota is not None else 10**9))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -111,4 +112,70 @@ def make_class_folder(root: Path, counts: dict[str, int], size: int = 12, seed: 
     for ci, (cls, n) in enumerate(counts.items()):
         for i in range(n):
             save(noise(size, size, seed * 100_000 + ci * 1000 + i), root / cls / f"{i:03d}.png")
+    return root
+
+
+def bomb_png(width: int, height: int, rows_per_block: int = 200) -> bytes:
+    """A black 8-bit greyscale PNG of width x height px, written without holding its pixels.
+
+    13000 x 13000 px compress to ~160 KB and decode to 169 MB per copy: a
+    decompression bomb. Built from one compressed block of rows repeated: a
+    full flush resets the compressor, so each copy compresses to the same bytes.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    block = (b"\x00" * (width + 1)) * rows_per_block  # each row: filter type 0, then its pixels
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = comp.compress(block) + comp.flush(zlib.Z_FULL_FLUSH)
+    n, rest = divmod(height, rows_per_block)
+    tail = block[: rest * (width + 1)]
+    adler = 1
+    for _ in range(n):
+        adler = zlib.adler32(block, adler)
+    adler = zlib.adler32(tail, adler)
+    stream = b"\x78\xda" + packed * n + comp.compress(tail) + comp.flush() + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+PHOTO_CLASSES = ("circle", "square", "stripes")
+
+
+def photo(cls: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """A real-size photo-like RGB image of a shape class: a lit, textured background (a fine woven
+    pattern of period 2-3 px, which aliases when shrunk without antialiasing) and sensor noise."""
+    from PIL import ImageDraw
+
+    bg, fg = rng.integers(0, 256, (2, 3))
+    while abs(int(bg.mean()) - int(fg.mean())) < 70:
+        bg, fg = rng.integers(0, 256, (2, 3))
+    img = Image.new("RGB", (w, h), tuple(int(v) for v in bg))
+    d = ImageDraw.Draw(img)
+    r = rng.uniform(0.22, 0.34) * min(w, h)
+    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    fill = tuple(int(v) for v in fg)
+    if cls == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif cls == "square":
+        d.rectangle([cx - r * 0.8, cy - r * 0.8, cx + r * 0.8, cy + r * 0.8], fill=fill)
+    else:
+        for k in range(4):
+            x0 = cx - r + k * r / 2
+            d.rectangle([x0, cy - r, x0 + r / 4, cy + r], fill=fill)
+    a = np.asarray(img, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    period = int(rng.integers(2, 4))
+    a += np.where((xx // period + yy // period) % 2 == 0, 28.0, -28.0)[..., None]  # the weave
+    a += (rng.uniform(-40, 40) * (xx / w - 0.5))[..., None]  # lighting
+    a += rng.normal(0, 4, a.shape)
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+
+
+def photo_folder(root: Path, per_class: int, w: int = 256, h: int = 192, seed: int = 0, quality: int = 90) -> Path:
+    """root/<class>/<i>.jpg: `per_class` real-size JPEG photos of each of PHOTO_CLASSES."""
+    for ci, cls in enumerate(PHOTO_CLASSES):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            photo(cls, w, h, np.random.default_rng([seed, ci, i])).save(root / cls / f"{i:03d}.jpg", quality=quality)
     return root

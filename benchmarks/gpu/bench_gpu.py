@@ -79,12 +79,12 @@ SIZES = {
     "gpu": GPU,
     # resnet20 is the smallest backbone; torch has none, so its peers use resnet18. The XLA flags halve the
     # CPU compile time that is most of a toy run; aot_eager traces as inductor does, without its C++ build.
-    # The quickstart runs name mixed_float16, what `auto` picks on an NVIDIA GPU, so the precision
-    # section reuses one of them as it does there.
+    # The quickstart runs name mixed_bfloat16, what `auto` picks on an NVIDIA GPU of compute capability
+    # >= 8.0 (precision.PRECISION_RULES), so the precision section reuses one of them as it does there.
     "dry-run": replace(GPU, backbone="resnet20", torch_arch="resnet18", image_size=16, batch=4, steps=2, aug_steps=2,
                        sets=("model.backbone=resnet20",), quickstart_on_generated=True,
                        quickstart_sets=("model.backbone=resnet20", "data.image_size=16", "schedule.0.epochs=3", "train.batch_size=8",
-                                        "train.precision=mixed_float16"),
+                                        "train.precision=mixed_bfloat16"),
                        train_images=40, e2e_batch=8, e2e_epochs=3, predict_images=40, predict_batch=8, torch_compile="aot_eager",
                        budget_s=1800.0, xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"),
 }

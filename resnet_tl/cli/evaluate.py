@@ -17,7 +17,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="val or test.")] = "val",
     labels: Annotated[Optional[str], typer.Option("--labels", help="Model files only: class names, one per line (default: the model's sidecar).")] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Folder for the files (default: RUN/eval/<split>/, or eval/<model>/<split>/ beside a model file).")] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average over a flip and crops (5 model calls per image).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over crops, and a mirror if the run trained with a horizontal flip (4-5 model calls per image).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1, confusion matrix, most confidently wrong images."""
@@ -43,8 +43,10 @@ def _render(r: dict) -> None:
     cal = r.get("calibration") or {}
     if cal.get("ece_before") is not None:
         after = (f" -> {cal['ece_after']:.4f} after temperature scaling (T={cal['temperature']:.3g})"
-                 if cal.get("temperature") else " (no temperature stored for this model)")
+                 if cal.get("temperature") else f" ({cal.get('note') or 'no temperature stored for this model'})")
         out.print(f"calibration: ECE {cal['ece_before']:.4f}{after}", highlight=False)
+    if cal.get("warning"):
+        err.print(f"warning: {cal['warning']}", highlight=False, markup=False)
     for p in r["most_confused"][:5]:
         out.print(f"confused: {p['true']} -> {p['predicted']} ({p['count']})", highlight=False)
     err.print(f"wrote {r['out_dir']}", highlight=False)

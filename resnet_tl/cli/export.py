@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 from resnet_tl.formats import FORMATS, QUANT_NAMES
@@ -18,6 +19,7 @@ def export(
     format_: Annotated[Optional[list[str]], typer.Option("--format", help=f"{' | '.join(FORMATS)} | all (repeatable; default: recipe export.formats).")] = None,
     quantize: Annotated[Optional[list[str]], typer.Option("--quantize", help=f"{' | '.join(QUANT_NAMES)}, {QUANTIZABLE} only (repeatable; default: recipe export.quantize).")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip the parity check in each artifact's runtime.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override an export key of the run's recipe for this export: --set export.max_accuracy_drop=0.02 (repeatable).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     from resnet_tl.errors import ExportCheckFailed
@@ -25,14 +27,19 @@ def export(
 
     say = (lambda msg: None) if json_ else (lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
     try:
-        result = export_run(run, format_, quantize, check=not no_check, progress=say)
+        result = export_run(run, format_, quantize, check=not no_check, progress=say, overrides=set_ or [])
     except ExportCheckFailed as e:
         _show(e.result, json_)
         raise
     _show(result, json_)
 
 
-_GATE_NAMES = {"agreement": "agree", "accuracy_drop": "acc drop"}
+def _bounds(g: dict | None, value: str) -> str:
+    """'0.990 [0.951, 0.999]': the figure and its one-sided 95% bounds, '-' when not gated."""
+    if not g:
+        return value
+    lo, hi = g["interval"]
+    return escape(f"{value} [{lo:.3f}, {hi:.3f}]")  # brackets are Rich markup otherwise
 
 
 def _show(result, json_: bool) -> None:
@@ -42,22 +49,28 @@ def _show(result, json_: bool) -> None:
     from rich import box
     from rich.table import Table
 
+    from resnet_tl.export.parity import resolution
+
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
-              caption="agree: top-1 agreement with Keras; acc: the artifact's accuracy (Keras's); gated: figures the check "
-                      "enforced (model.keras is the run's own file: none); |dp|: largest probability "
-                      "difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's ImageClassifier, given the "
-                      "image files as an app (its decoder and resize), top-1 read as category names")
+              caption="agree: top-1 agreement with Keras; drop: Keras's accuracy minus the artifact's; \\[lo, hi]: each a one-sided "
+                      "95% bound; a gate fails only when the whole bound is past its limit (model.keras is the run's own "
+                      "file: not gated); n: images checked, and how many a flawless sample needs to prove the limit; "
+                      "|dp|: largest probability difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's "
+                      "ImageClassifier, given the image files as an app (its decoder and resize)")
     t.add_column("artifact", no_wrap=True)  # a cut file name is useless
-    for name in ("check", "agree", "acc (keras)", "gated", "|dp|", "MB", "ms"):
-        t.add_column(name, justify="left" if name == "check" else "right")
+    for name in ("check", "n", "agree [lo, hi]", "drop [lo, hi]", "acc (keras)", "|dp|", "MB", "ms"):
+        t.add_column(escape(name), justify="left" if name == "check" else "right")
     for a in result.artifacts:
-        p = a.parity or {}
+        p, g = a.parity or {}, a.gates
         t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
-                  f"{p['agreement']:.3f}" if p else "-", f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
-                  ", ".join(_GATE_NAMES[g] for g in a.gates) or "-",
-                  f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}", f"{p['latency_ms']:.2f}" if p else "-")
+                  resolution(max(g.values(), key=lambda v: v["images_needed"])) if g else (str(p.get("n", "-")) if p else "-"),
+                  _bounds(g.get("agreement"), f"{p['agreement']:.3f}") if p else "-",
+                  _bounds(g.get("accuracy_drop"), f"{p['keras_accuracy'] - p['accuracy']:.3f}") if p else "-",
+                  f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
+                  f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}",
+                  f"{p['latency_ms']:.2f}" if p and p.get("latency_ms") is not None else "-")
     out.print(t)
     for a in result.artifacts:
         if a.note:

@@ -24,9 +24,11 @@ def info(json_: JsonOpt = False) -> None:
     cpu = doc["cpu"]
     t.add_row("cpu", f"{cpu['model'] or 'unknown'} ({cpu['cpus_usable']} usable)")
     t.add_row("cpu matrix units", ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in cpu["features"].items() if k != "avx512f"))
-    t.add_row("precision (auto)", doc["precision_auto"])
+    t.add_row("precision (auto)", f"{doc['precision_auto']}: {doc['precision_auto_rule']['why']}")
     t.add_row("mixed precision", ", ".join(doc["mixed_precision"]) or "none")
     t.add_row("XLA", "yes" if doc["xla"] else "no")
     t.add_row("cache dir", doc["cache_dir"])
+    cc = doc["compile_cache"]
+    t.add_row("compiled programs", f"{cc['folder']} ({cc['used_mb']} of {cc['bound_mb']} MB; {cc['note']})" if cc["folder"] else cc["note"])
     t.add_row("usable CPUs", str(doc["usable_cpus"]))
     out.print(t)

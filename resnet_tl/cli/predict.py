@@ -24,8 +24,9 @@ def predict(
     mode: Annotated[str, typer.Option("--mode", help="With --sort-into: copy | link | move (sources untouched unless move).")] = "copy",
     threshold: Annotated[Optional[str], typer.Option("--threshold", help="Top-1 probability below which an image is unsure (0 < P <= 1), or auto (with --min-precision).")] = None,
     min_precision: Annotated[Optional[float], typer.Option("--min-precision", help="With --threshold auto: the precision the run's calibrated threshold reaches on validation.")] = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average over flip and crops (5 model calls per image).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over crops, and a mirror if the run trained with a horizontal flip (4-5 model calls per image); not with --threshold auto.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")] = 32,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images with more pixels (width x height, from the header, never decoded) as too_large (default: the run's data.max_pixels, else 89478485).")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line (default: the run's labels.txt or the model's sidecar).")] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -40,7 +41,8 @@ def predict(
     out_fmt = outputs.output_format(fmt, output)
     if resume and (output is None or out_fmt not in outputs.STREAM_FORMATS or sort_into is not None):
         raise UserError(f"--resume: received with --output {output} --format {out_fmt}; allowed: with --output FILE as csv or jsonl (--sort-into resumes by itself)")
-    common = dict(top_k=top_k, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, min_precision=min_precision)
+    common = dict(top_k=top_k, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, min_precision=min_precision,
+                  max_pixels=max_pixels)
     streaming = sort_into is not None or out_fmt in outputs.STREAM_FORMATS
     with FileProgress(err, enabled=streaming and err.is_terminal) as bar:
         if sort_into is not None:

@@ -33,12 +33,13 @@ def materialize(scan: Scan, image_size: int, cfg, cache: DecodeCache | None = No
     cache = cache or DecodeCache(scan.root, cfg.cache_dir)
     order = [(it.relpath, it.sha1) for split in SPLITS for it in scan.items.get(split, [])]
     with cache.lock():
-        store = cache.store(image_size)
+        resize = getattr(cfg, "resize", "antialias")  # data.resize
+        store = cache.store(image_size, resize)
         store.remove_orphans()
         missing = [it for split in SPLITS for it in scan.items.get(split, []) if store.lookup(it.relpath, it.sha1) is None]
         missing_rel = {it.relpath for it in missing}
         cache.counters.reused += sum(rel not in missing_rel and sha not in cache.fresh for rel, sha in order)
-        for path, rel, sha, pixels in parallel_map(lambda it: _decode_item(it, image_size), _unique_by_sha1(missing)):
+        for path, rel, sha, pixels in parallel_map(lambda it: _decode_item(it, image_size, resize), _unique_by_sha1(missing)):
             cache.counters.decoded += 1
             cache.fresh.add(sha)
             store.append(rel, sha, pixels)
@@ -66,8 +67,8 @@ def _unique_by_sha1(items: list) -> list:
     return out
 
 
-def _decode_item(item, image_size: int):
-    pixels, err = decode_checked(item.path, item.sha1, image_size)
+def _decode_item(item, image_size: int, resize: str = "antialias"):
+    pixels, err = decode_checked(item.path, item.sha1, image_size, resize)
     if err is not None:
         raise UserError(f"image '{item.path}' decoded at scan time but not at {image_size}px ({err}); remove it")
     return item.path, item.relpath, item.sha1, pixels

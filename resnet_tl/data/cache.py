@@ -30,20 +30,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from resnet_tl.cachedir import default_cache_dir
 from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DecodeError, decode_with_facts, probe_header, read_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_json, read_json
 
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/resnet-tl, ~/.cache/resnet-tl, or %LOCALAPPDATA%/resnet-tl on Windows."""
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "resnet-tl"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "resnet-tl"
 
 
 def dataset_cache_dir(root: Path, cache_dir: str | None) -> Path:
@@ -98,7 +91,7 @@ class Fact:
     height: int = 0
     mode: str = ""
     format: str = ""
-    reason: str | None = None  # a decode.REASONS entry (never too_small: that depends on the config)
+    reason: str | None = None  # a decode.REASONS entry (never too_small or our too_large: they depend on the config)
     detail: str = ""
     verified: bool = False  # fully decoded once; False: only the header was read
 
@@ -161,8 +154,10 @@ class DecodeCache:
             {"version": CACHE_VERSION, "files": {k: f.to_list() for k, f in sorted(facts.items())}},
         )
 
-    def store(self, image_size: int) -> "RowStore":
-        return RowStore(self.folder / f"{image_size}px", image_size)
+    def store(self, image_size: int, resize: str = "antialias") -> "RowStore":
+        """The rows of one size and resize method (data.resize): 64px/, 64px-bilinear/."""
+        suffix = "" if resize == "antialias" else f"-{resize}"
+        return RowStore(self.folder / f"{image_size}px{suffix}", image_size)
 
 
 
@@ -316,13 +311,17 @@ def read_fact(path: Path, size: int, mtime_ns: int, known: Callable[[str], Fact 
     return Fact(len(data), mtime_ns, sha, w, h, mode, fmt)
 
 
-def decode_checked(path: Path, sha1: str, image_size: int) -> tuple[np.ndarray | None, DecodeError | None]:
-    """Pixels uint8 (image_size, image_size, 3) of a file whose content must still hash to `sha1`."""
+def decode_checked(path: Path, sha1: str, image_size: int, resize: str = "antialias") -> tuple[np.ndarray | None, DecodeError | None]:
+    """Pixels uint8 (image_size, image_size, 3) of a file whose content must still hash to `sha1`.
+
+    No pixel cap here: the scan compared the header with data.max_pixels
+    before planning the file, and the content is the same (same sha1).
+    """
     try:
         data = read_bytes(path)
         if sha1_bytes(data) != sha1:
             raise UserError(f"image '{path}' changed while loading; run again")
-        return decode_with_facts(data, image_size).pixels, None
+        return decode_with_facts(data, image_size, max_pixels=None, resize=resize).pixels, None
     except DecodeError as e:
         return None, e
     except UserError:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from resnet_tl.data.cache import Counters, DecodeCache, Fact, decode_checked, parallel_map, read_fact
-from resnet_tl.data.decode import IMAGE_EXTENSIONS
+from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, check_pixels
 from resnet_tl.errors import UserError
 from resnet_tl.recipe import DataConfig
 
@@ -118,7 +118,7 @@ def scan_folder(
         plan = _plan(root, layout, candidates, class_dirs, facts, cfg)
         # Decode new files in the final split order, so their cache rows need no rearranging.
         todo = [it for s in plan["items"] for it in plan["items"][s] if not facts[it.relpath].verified]
-        if todo and _verify(todo, facts, cache, cfg.image_size, progress):
+        if todo and _verify(todo, facts, cache, cfg.image_size, progress, getattr(cfg, "resize", "antialias")):
             plan = _plan(root, layout, candidates, class_dirs, facts, cfg)  # a new file failed to decode
         if facts != old:
             cache.save_facts(facts)
@@ -142,6 +142,11 @@ def _plan(root: Path, layout: str, candidates, class_dirs, facts: dict[str, Fact
         reason, detail = f.reason, f.detail
         if reason is None and min(f.width, f.height) < cfg.min_size:
             reason, detail = "too_small", f"{f.width}x{f.height} px; data.min_size is {cfg.min_size}"
+        if reason is None:
+            try:
+                check_pixels(f.width, f.height, cfg.max_pixels)
+            except DecodeError as e:
+                reason, detail = e.reason, e.detail
         if reason is None:
             usable[c.cls].append((c, f))
         else:
@@ -313,11 +318,12 @@ def _read_facts(candidates: list[_Candidate], old: dict[str, Fact], cache: Decod
     return facts
 
 
-def _verify(items: list[Item], facts: dict[str, Fact], cache: DecodeCache, image_size: int, progress) -> bool:
+def _verify(items: list[Item], facts: dict[str, Fact], cache: DecodeCache, image_size: int, progress,
+            resize: str = "antialias") -> bool:
     """Fully decode `items` (in order) into the cache rows; returns True when any failed."""
-    store = cache.store(image_size)
+    store = cache.store(image_size, resize)
     failed = False
-    jobs = parallel_map(lambda it: decode_checked(it.path, it.sha1, image_size), items)
+    jobs = parallel_map(lambda it: decode_checked(it.path, it.sha1, image_size, resize), items)
     try:
         for i, (it, (pixels, err)) in enumerate(zip(items, jobs)):
             f = facts[it.relpath]

@@ -34,7 +34,7 @@ from resnet_tl.formats import file_kinds
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.models.batched import predict_probs
 from resnet_tl.inference.calibration import calibration_report, load_calibration
-from resnet_tl.inference.tta import predict_tta
+from resnet_tl.inference.tta import predict_tta, views_for
 from resnet_tl.recipe import DataConfig, EvaluateConfig, load_recipe
 from resnet_tl.runs import is_run, read_labels, resolve_model
 
@@ -175,7 +175,8 @@ def evaluate(
     if not len(x):
         probs = np.zeros((0, len(t.labels)), np.float32)
     elif tta:
-        probs = np.concatenate([predict_tta(t.predict, np.asarray(x[i:i + bs])) for i in range(0, len(x), bs)])
+        names = views_for(t.data_cfg.augment.flip if t.run is not None else None)
+        probs = np.concatenate([predict_tta(t.predict, np.asarray(x[i:i + bs]), names) for i in range(0, len(x), bs)])
     else:
         probs = t.predict(x)
     seconds = time.perf_counter() - started
@@ -186,11 +187,19 @@ def evaluate(
     cal = load_calibration(target)
     result = {"model": str(target), "format": t.format, "split": split, "data": str(root), "tta": tta,
               "seconds": round(seconds, 3), **result,
-              "calibration": calibration_report(probs, y, cal.temperature if cal else None)}
+              "calibration": _calibration(probs, y, cal.temperature if cal else None, tta)}
     write_eval(out_dir, result, x)
     if t.run is not None:
         write_report(t.run.root)
     return {**result, "out_dir": str(out_dir)}
+
+
+def _calibration(probs, y, temperature: float | None, tta: bool) -> dict:
+    """calibration_report; with TTA the stored temperature is not applied: it was fitted on single views."""
+    if not (tta and temperature):
+        return calibration_report(probs, y, temperature)
+    return {**calibration_report(probs, y, None),
+            "note": f"the stored temperature ({temperature:.3g}) was fitted without TTA; not applied to averaged views"}
 
 
 def _open_target(target: str | Path, labels: str | Path | None) -> _Target:
@@ -205,7 +214,7 @@ def _open_target(target: str | Path, labels: str | Path | None) -> _Target:
     names = read_labels(labels) if labels is not None else predictor.labels
     if not names:
         raise UserError(f"'{target}': no labels found beside the model (sidecar <stem>.json or labels.txt); pass --labels FILE (one class per line)")
-    return _Target(predictor, list(names), predictor.image_size, DataConfig(image_size=predictor.image_size),
+    return _Target(predictor, list(names), predictor.image_size, DataConfig(image_size=predictor.image_size, resize=predictor.resize),
                    EvaluateConfig(), 32, model_path=model_path, format=predictor.format)
 
 

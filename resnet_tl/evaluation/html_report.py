@@ -174,7 +174,7 @@ def _calibration(folder: Path, cal: dict | None) -> str:
     if t:
         text += f", {_fmt(cal.get('ece_after'))} after temperature scaling (T = {t:.3g}, fitted on the validation split)"
     else:
-        text += "; no temperature (the run has no calibration.json, or the model's sidecar none)"
+        text += "; " + (cal.get("note") or "no temperature (the run has no calibration.json, or the model's sidecar none)")
     png = folder / "reliability.png"
     pic = _img(png, "reliability diagram: accuracy per confidence bin", "wide") if png.is_file() else ""
     return f"<h3>Calibration</h3><p>{_esc(text)}, {cal.get('bins')} bins.</p>{pic}"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.errors import UserError
-from resnet_tl.export.parity import gates, threshold
+from resnet_tl.export.parity import counts, gates, threshold
 from resnet_tl.formats.tflite_metadata import app_input_problem
 from resnet_tl.kerasenv import fd2_silenced
 from PIL import Image
@@ -85,39 +85,55 @@ def mediapipe_parity(path: str | Path, files: list[str | Path], labels: list[str
     try:
         names, probs, unreadable = _classify_all(clf, files, len(labels))
         same = _classify_all(clf, same_pixels, len(labels))[0] if same_pixels is not None else None
-        ms = _latency_ms(clf, files, latency_images)
+        decoded = [f for f, name in zip(files, names) if name != ""]
+        ms = _latency_ms(clf, decoded, latency_images) if decoded else None
     finally:
         clf.close()
     ref_names = np.asarray(labels)[reference.argmax(1)]
     truth = np.asarray(labels)[np.asarray(y)]
     row = {
-        "agreement": float(np.mean(names == ref_names)),
-        "accuracy": float(np.mean(names == truth)),
-        "keras_accuracy": float(np.mean(ref_names == truth)),
+        **counts(names, ref_names, truth),
         "max_abs_diff": float(np.nanmax(np.abs(probs - reference))) if np.isfinite(probs).any() else float("nan"),
         "predicted_classes": int(len(set(names) - {""})),
         "latency_ms": ms,
         "names_from_model": bool(all(n in labels for n in names if n) and any(names)),
-        "unreadable": unreadable,
+        "unreadable": len(unreadable),
+        "skipped": skipped_summary(unreadable),
     }
     if same is not None:
         row["agreement_same_pixels"] = float(np.mean(same == ref_names))
     return row
 
 
-def _classify_all(clf: MediaPipeClassifier, files, n_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
-    names, probs, unreadable = [], np.full((len(files), n_classes), np.nan, np.float32), 0
+def skipped_summary(unreadable: list[Path]) -> str:
+    """'' or e.g. '3 files MediaPipe cannot decode (.webp: 3), counted as disagreements; latency from the rest'."""
+    if not unreadable:
+        return ""
+    by_suffix: dict[str, int] = {}
+    for f in unreadable:
+        key = Path(f).suffix.lower() or "(no suffix)"
+        by_suffix[key] = by_suffix.get(key, 0) + 1
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(by_suffix.items()))
+    return (f"{len(unreadable)} file{'s' if len(unreadable) != 1 else ''} MediaPipe cannot decode ({kinds}), "
+            "counted as disagreements; latency from the files it decoded")
+
+
+def _classify_all(clf: MediaPipeClassifier, files, n_classes: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """(top-1 names, "" where MediaPipe refused the file; scores (N, C); the refused files)."""
+    names, probs, unreadable = [], np.full((len(files), n_classes), np.nan, np.float32), []
     for i, f in enumerate(files):
         try:
             name, probs[i] = clf(f)
-        except RuntimeError:  # MediaPipe's decoder refused the file
-            name, unreadable = "", unreadable + 1
+        except RuntimeError:  # MediaPipe's decoder refused the file (WebP, for one)
+            name = ""
+            unreadable.append(f)
         names.append(name)
     return np.asarray(names, dtype=object), probs, unreadable
 
 
 def _latency_ms(clf: MediaPipeClassifier, files: list, n: int) -> float:
-    """Mean wall time of one classify(file) call (decode + resize + inference), after one warm-up call."""
+    """Mean wall time of one classify(file) call (decode + resize + inference), after one warm-up call.
+    files: ones MediaPipe decoded (a refused file raises, and its time says nothing)."""
     clf(files[0])
     n = max(1, n)
     t = time.perf_counter()
@@ -154,7 +170,7 @@ def pixel_files(images: np.ndarray, folder: Path) -> list[Path]:
 def app_row(art, tflite: Path, labels: list[str], cfg, dataset, reference: np.ndarray, scratch: Path):
     """MediaPipe's parity row for a checked .tflite artifact `art`: its files, its decoder and resize,
     its category names; a copy of `art` with runtime "mediapipe", its own parity, gates and check."""
-    row = replace(art, runtime="mediapipe", check="skipped", parity=None, gates={}, note="")
+    row = replace(art, runtime="mediapipe", check="skipped", parity=None, gates={}, note="", repair=None)
     problem = app_input_problem(art.io)
     if problem:
         row.check, row.note = "failed", problem
@@ -165,10 +181,12 @@ def app_row(art, tflite: Path, labels: list[str], cfg, dataset, reference: np.nd
     row.parity, need = p, threshold(cfg, art.quantize)
     row.gates = gates(p, cfg, art.quantize)
     row.check = "passed" if all(g["passed"] for g in row.gates.values()) and p["names_from_model"] else "failed"
+    notes = [p["skipped"]] if p["skipped"] else []
     if not p["names_from_model"]:
-        row.note = "MediaPipe returned no category names from the model's metadata"
+        notes.append("MediaPipe returned no category names from the model's metadata")
     elif p["agreement"] < need and p.get("agreement_same_pixels", 0.0) >= need:
-        row.note = (f"top-1 agreement {p['agreement']:.4f} < {need} on the image files, {p['agreement_same_pixels']:.4f} "
+        notes.append(f"top-1 agreement {p['agreement']:.4f} < {need} on the image files, {p['agreement_same_pixels']:.4f} "
                     "on our decoder's pixels: MediaPipe's own resize (bilinear, no antialiasing) or dropped alpha "
-                    "changes predictions; see README 'In an app'")
+                    "changes predictions; data.resize: bilinear trains on pixels like these (README 'In an app')")
+    row.note = "; ".join(notes)
     return row

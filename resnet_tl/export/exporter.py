@@ -33,8 +33,9 @@ from resnet_tl import __version__
 from resnet_tl.data import load_dataset
 from resnet_tl.errors import ExportCheckFailed, UserError
 from resnet_tl.export.app_check import app_row
+from resnet_tl.export.int8_repair import repair_int8
 from resnet_tl.export.manifest import runtime_versions, sidecar, size_and_hash, write_manifest
-from resnet_tl.export.parity import degenerate_warnings, describe_gate, gates, overall, parity
+from resnet_tl.export.parity import degenerate_warnings, describe_gate, gates, how_to_go_on, overall, parity
 from resnet_tl.fileio import atomic_write_json
 from resnet_tl.formats import FORMATS, QUANT_NAMES, implementation
 from resnet_tl.formats.context import WriteContext, tensorflow
@@ -61,6 +62,7 @@ class Artifact:
     gates: dict = field(default_factory=dict)  # figure -> {value, limit, passed}; empty: nothing gated
     io: dict = field(default_factory=dict)
     note: str = ""  # why a check was skipped or could not run
+    repair: dict | None = None  # int8 only: what `resnet_tl.export.int8_repair` tried
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -118,18 +120,20 @@ def export_run(
     dataset=None,
     representative: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
+    overrides: list[str] = (),
 ) -> ExportResult:
     """Export `run_dir`'s model.keras to `formats` x `quantize` (default: the recipe's export section).
 
     dataset: arrays with x_train/y_train/x_val/y_val (tests; default: the
     recipe's data folder, loaded through the decode cache). representative:
     uint8 images that calibrate int8 (default: a class-stratified sample of
-    the training split). Raises ExportCheckFailed after writing everything
-    when an artifact disagrees with the Keras model beyond the threshold.
+    the training split). overrides: ``export.KEY=VALUE`` items (``--set``) applied
+    to the run's stored recipe for this export only. Raises ExportCheckFailed after
+    writing everything when an artifact is shown worse than a gate's limit.
     """
     t0 = time.time()
     say = progress or (lambda msg: None)
-    paths, recipe, labels = _finished_run(run_dir)
+    paths, recipe, labels = _finished_run(run_dir, overrides)
     cfg = recipe.export
     pairs = artifacts_to_write(formats or list(cfg.formats), quantize or list(cfg.quantize))
     tensorflow()  # every writer but the .keras copy needs it: fail now, in one line, if it is missing
@@ -147,7 +151,7 @@ def export_run(
     write_labels(out / "labels.txt", labels)
     calibration = load_calibration(paths.root)
     ctx = WriteContext(model_file=paths.model, float_model=float32_copy(model), image_size=image_size, labels=labels,
-                       int8_io=cfg.int8_io, representative=representative,
+                       int8_io=cfg.int8_io, resize=recipe.data.resize, representative=representative,
                        info=_model_info(paths, recipe, labels, image_size, calibration))
 
     reference, warnings = None, []
@@ -171,9 +175,10 @@ def export_run(
     write_manifest(result, paths.root, thresholds, image_size, labels)
     if result.failed:
         err = ExportCheckFailed("; ".join(
-            f"{a.path} ({a.runtime}): " + (a.note or ", ".join(describe_gate(k, g) for k, g in a.gates.items() if not g["passed"]))
+            f"{a.path} ({a.runtime}): " + ", ".join([describe_gate(k, g) for k, g in a.gates.items() if not g["passed"]]
+                                                    + ([a.note] if a.note else []))
             for a in result.failed
-        ) + f" (files kept in {out}, marked failed in manifest.json)")
+        ) + f" (files kept in {out}, marked failed in manifest.json). {how_to_go_on(paths.root)}")
         err.result = result
         raise err
     return result
@@ -188,17 +193,43 @@ def _write_one(ctx: WriteContext, fmt: str, q: str, out: Path, cfg, calibration,
     module.write(ctx, out / art.path, q)
     art.size_bytes, art.sha256 = size_and_hash(out / art.path, fmt)
     art.io = module.io_details(out / art.path)
-    atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration), indent=2)
+    atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration, ctx.resize), indent=2)
     if dataset is None:
         return [art]
     say(f"checking {art.path} in {art.runtime}")
     art.parity = parity(out / art.path, dataset.x_val, dataset.y_val, reference, cfg.latency_images)
     art.gates = {} if fmt == "keras" else gates(art.parity, cfg, q)
     art.check = "passed" if all(g["passed"] for g in art.gates.values()) else "failed"
+    if fmt == "tflite" and q == "int8" and art.check == "failed" and cfg.int8_repair:
+        say(f"{art.path} failed its gate: ranking its layers with LiteRT's quantization debugger, keeping the worst in float")
+        _repair(ctx, art, out, cfg, dataset, reference, calibration)
     if fmt != "tflite":
         return [art]
     say(f"checking {art.path} in MediaPipe's ImageClassifier (image files, as an app)")
     return [art, app_row(art, out / art.path, ctx.labels, cfg, dataset, reference, ctx.scratch())]
+
+
+def _repair(ctx: WriteContext, art: Artifact, out: Path, cfg, dataset, reference, calibration) -> None:
+    """Repair a failed int8 artifact in place (`resnet_tl.export.int8_repair`); `art` records every attempt."""
+    last = {}
+
+    def check(path: Path) -> dict:
+        p = parity(path, dataset.x_val, dataset.y_val, reference, cfg.latency_images)
+        g = gates(p, cfg, "int8")
+        last.update(parity=p, gates=g)
+        return {"agreement": p["agreement"], "accuracy": p["accuracy"], "latency_ms": p["latency_ms"],
+                "passed": all(v["passed"] for v in g.values())}
+
+    plain = {"float_layers": [], "size_bytes": art.size_bytes, "agreement": art.parity["agreement"],
+             "accuracy": art.parity["accuracy"], "latency_ms": art.parity["latency_ms"], "passed": False}
+    rep = repair_int8(ctx, out / art.path, check, plain, cfg.int8_repair_max_growth)
+    art.repair, art.note = rep.to_dict(), rep.summary()
+    if rep.passed:
+        module = implementation("tflite")
+        art.parity, art.gates, art.check = last["parity"], last["gates"], "passed"
+        art.size_bytes, art.sha256 = size_and_hash(out / art.path, "tflite")
+        art.io = module.io_details(out / art.path)
+        atomic_write_json(out / art.sidecar, sidecar(art, ctx.image_size, ctx.labels, calibration, ctx.resize), indent=2)
 
 
 def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: int, calibration) -> ModelInfo:
@@ -213,13 +244,19 @@ def _model_info(paths: RunPaths, recipe: Recipe, labels: list[str], image_size: 
                      author=f"resnet-tl {__version__}")
 
 
-def _finished_run(run_dir) -> tuple[RunPaths, Recipe, list[str]]:
-    """A finished run's paths, its stored recipe and labels, under the TensorFlow backend export needs."""
+def _finished_run(run_dir, overrides: list[str] = ()) -> tuple[RunPaths, Recipe, list[str]]:
+    """A finished run's paths, its stored recipe (plus `overrides` of export keys) and labels,
+    under the TensorFlow backend export needs."""
+    for item in overrides:
+        # The model is trained: only how it is exported and checked may change.
+        if not item.strip().startswith("export."):
+            raise UserError(f"export --set {item}: received key {item.partition('=')[0]!r}; allowed: export.* keys "
+                            "(e.g. --set export.max_accuracy_drop=0.02); the rest of the recipe made the model")
     keras = keras_module()
     if keras.backend.backend() != "tensorflow":
         raise UserError(f"export: Keras backend is {keras.backend.backend()!r}; allowed: tensorflow (set KERAS_BACKEND=tensorflow)")
     paths = open_run(run_dir, finished=True)
-    return paths, load_recipe(str(paths.recipe)), read_labels(paths.labels)
+    return paths, load_recipe(str(paths.recipe), list(overrides)), read_labels(paths.labels)
 
 
 def representative_sample(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

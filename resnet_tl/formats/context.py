@@ -31,6 +31,7 @@ class WriteContext:
     image_size: int
     labels: list[str]
     int8_io: str = "uint8"
+    resize: str = "antialias"  # data.resize the model was trained with; sidecars record it
     representative: np.ndarray | None = None
     info: object = None
     _scratch: Path | None = None

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from resnet_tl.fileio import atomic_write_bytes
 from resnet_tl.formats.context import WriteContext, static_io
-from resnet_tl.kerasenv import keras_module
+from resnet_tl.models.batched import device_batch_size, dispatch, run_batches, to_numpy
 from resnet_tl.models.saving import load_keras_model
-
-keras = keras_module()
 
 
 def write(ctx: WriteContext, dest: Path, quantize: str) -> None:
@@ -20,21 +19,36 @@ def write(ctx: WriteContext, dest: Path, quantize: str) -> None:
 
 
 def load(path: Path, num_threads: int | None):
-    """(uint8 (B, S, S, 3) -> float32 probabilities (B, C), S) through Keras's compiled predict step."""
+    """(a `KerasRunner`: uint8 (B, S, S, 3) -> float32 probabilities (B, C), S)."""
     model = load_keras_model(path)
-    state = {"size": 0}
+    return KerasRunner(model), int(model.input_shape[1])
 
-    def run(x):
-        # predict_on_batch runs a compiled function (an eager call measured ~1.3x slower on 2 CPU cores);
-        # a smaller batch is padded to the largest size seen so that function is not traced again.
-        n = len(x)
-        state["size"] = max(state["size"], n)
-        xb = x.astype(np.float32)
-        if n < state["size"]:
-            xb = np.concatenate([xb, np.zeros((state["size"] - n, *xb.shape[1:]), np.float32)])
-        return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(xb)), np.float32)[:n]
 
-    return run, int(model.input_shape[1])
+class KerasRunner:
+    """A Keras model on resnet-tl's one inference path (`resnet_tl.models.batched`).
+
+    It batches by itself (`batches_itself`): a Predictor hands it whole arrays, so
+    batches are not synchronised with the host one by one. Smaller batches are padded
+    to the largest size seen, so the compiled function is not traced again.
+    """
+
+    batches_itself = True
+
+    def __init__(self, model):
+        self.model = model
+        self.largest = 0
+
+    def __call__(self, x, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities (N, C) for uint8 x (N, S, S, 3), `batch_size` (default: all of x) at a time."""
+        bs = device_batch_size(batch_size or len(x) or 1)
+        self.largest = max(self.largest, min(bs, len(x)))
+        return run_batches(self.model, x, bs, pad_to=self.largest)
+
+    def submit(self, x) -> Callable[[], np.ndarray]:
+        """Dispatch x (N, S, S, 3) as one batch now; the returned function waits for its probabilities."""
+        self.largest = max(self.largest, len(x))
+        pending = dispatch(self.model, np.asarray(x), self.largest)
+        return lambda: to_numpy(*pending)
 
 
 def io_details(path: Path) -> dict:

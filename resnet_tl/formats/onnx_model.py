@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.cpus import usable_cpus
-from resnet_tl.errors import UserError
+from resnet_tl.errors import UserError, one_line
 from resnet_tl.fileio import atomic_path
 from resnet_tl.formats.context import WriteContext, export_signature, quiet
 
@@ -32,7 +32,10 @@ def _session(path: Path, num_threads: int | None = None):
         raise UserError('ONNX models need onnxruntime: pip install "resnet-tl[onnx]"') from None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = num_threads or usable_cpus()
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        raise UserError(f"model '{path}': not a loadable ONNX model ({one_line(e, 200)})") from None
 
 
 def load(path: Path, num_threads: int | None):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_tl.cpus import usable_cpus
-from resnet_tl.errors import UserError
+from resnet_tl.errors import UserError, one_line
 from resnet_tl.fileio import atomic_write_bytes
 from resnet_tl.formats.context import WriteContext, float_savedmodel, quiet, tensorflow
 from resnet_tl.formats.tflite_metadata import with_metadata
@@ -63,8 +63,11 @@ def _interpreter(path: Path, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise UserError("TFLite models need LiteRT: pip install ai-edge-litert") from None
-    with fd2_silenced():
-        return Interpreter(model_path=str(path), num_threads=num_threads or usable_cpus())
+    try:
+        with fd2_silenced():
+            return Interpreter(model_path=str(path), num_threads=num_threads or usable_cpus())
+    except (ValueError, RuntimeError) as e:  # LiteRT: "The model is not a valid Flatbuffer buffer"
+        raise UserError(f"model '{path}': not a TFLite model ({one_line(e, 200)})") from None
 
 
 def load(path: Path, num_threads: int | None):

@@ -230,10 +230,23 @@ class Calibration:
         return self.thresholds[stricter[0]]
 
 
+def bound_warning(temperature: float, bounds: tuple[float, float] = T_BOUNDS) -> str | None:
+    """Why a fitted T that sits on a bound of its search range is not to be trusted; None inside the range."""
+    lo, hi = bounds
+    if temperature <= lo * (1 + 1e-6):
+        return (f"temperature {temperature:.6g} is at the lower bound {lo:g} of its search range: no validation image "
+                "was wrong enough to stop it, so every calibrated confidence is sharpened; use a larger validation split")
+    if temperature >= hi * (1 - 1e-6):
+        return (f"temperature {temperature:.6g} is at the upper bound {hi:g} of its search range: the model is barely "
+                "better than chance on the validation split, so calibrated confidences are near uniform and "
+                "thresholds mean little; train longer or check the labels")
+    return None
+
+
 def fit_calibration(probs, y, bins: int = ECE_BINS) -> dict:
     """calibration.json of a run from its validation probabilities (N, C) and labels (N,).
 
-    {"method", "temperature", "ece_before", "ece_after", "nll_before",
+    {"method", "temperature", "warning" (`bound_warning`, or None), "ece_before", "ece_after", "nll_before",
     "nll_after", "bins", "n", "thresholds": [{"min_precision", "threshold",
     "coverage", "precision"}] over PRECISION_GRID, "validation":
     {"confidence", "correct"}} where `validation` holds the calibrated top-1
@@ -254,6 +267,7 @@ def fit_calibration(probs, y, bins: int = ECE_BINS) -> dict:
     return {
         "method": "temperature_scaling",
         "temperature": round(t, 6),
+        "warning": bound_warning(t),
         "ece_before": expected_calibration_error(probs, y, bins),
         "ece_after": expected_calibration_error(cal, y, bins),
         "nll_before": nll(probs, y, 1.0, logits=False) if len(y) else None,
@@ -268,12 +282,13 @@ def fit_calibration(probs, y, bins: int = ECE_BINS) -> dict:
 def calibration_report(probs, y, temperature: float | None, bins: int = ECE_BINS) -> dict:
     """ECE and reliability curves of a split before and after scaling by `temperature`.
 
-    {"temperature", "bins", "ece_before", "ece_after", "reliability_before",
+    {"temperature", "warning" (`bound_warning`), "bins", "ece_before", "ece_after", "reliability_before",
     "reliability_after"}; the "after" entries are None without a temperature.
     """
     before = reliability_curve(probs, y, bins)
     after = reliability_curve(temperature_scale(probs, temperature, logits=False), y, bins) if temperature else None
-    return {"temperature": temperature, "bins": bins, "ece_before": before["ece"],
+    return {"temperature": temperature, "warning": bound_warning(temperature) if temperature else None,
+            "bins": bins, "ece_before": before["ece"],
             "ece_after": after["ece"] if after else None,
             "reliability_before": before, "reliability_after": after}
 

@@ -25,14 +25,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from resnet_tl.cpus import usable_cpus
-from resnet_tl.data.decode import IMAGE_EXTENSIONS, DecodeError, decode_bytes
+from resnet_tl.data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, PILLOW_MAX_PIXELS, DecodeError, decode_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_bytes
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.inference.calibration import load_calibration
 from resnet_tl.inference.inputs import iter_inputs, read_source
 from resnet_tl.inference.outputs import CSV_ERRORS, check_output, jsonl_line, output_format, to_csv
-from resnet_tl.inference.tta import predict_tta
+from resnet_tl.inference.tta import predict_tta, views_for
+from resnet_tl.recipe import load_recipe
 from resnet_tl.runs import read_labels, resolve_model
 
 
@@ -40,13 +41,13 @@ def predict(
     model: str | Path, inputs: list[str], *, top_k: int = 5, batch_size: int = 32,
     labels: str | Path | None = None, output: str | Path | None = None, fmt: str | None = None,
     progress: Callable[[int, int | None], None] | None = None, tta: bool = False,
-    threshold: float | str | None = None, min_precision: float | None = None,
+    threshold: float | str | None = None, min_precision: float | None = None, max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Top-k labels and probabilities per image, all rows in memory; with `output`, also writes it.
 
     For small inputs; `predict_stream` is the same thing row by row for any
     number of files. Returns {"model", "format", "image_size", "labels",
-    "top_k", "tta", "threshold", "predicted", "failed", "rows": [{"path",
+    "top_k", "tta", "tta_views", "threshold", "max_pixels", "predicted", "failed", "rows": [{"path",
     "top": [{"label", "probability"}], "error", "detail"}]}, rows in input
     order. With a threshold each row also has "prediction" (the top-1 label,
     or "unsure" when its confidence is below the threshold) and "confidence"
@@ -56,7 +57,7 @@ def predict(
     out_fmt = output_format(fmt, output)
     stream = predict_stream(model, inputs, top_k=top_k, batch_size=batch_size, labels=labels, tta=tta,
                             threshold=threshold, min_precision=min_precision, progress=progress,
-                            output=output, fmt=out_fmt if output is not None else None)
+                            max_pixels=max_pixels, output=output, fmt=out_fmt if output is not None else None)
     rows = list(stream)
     result = {**stream.header(), "predicted": stream.predicted, "failed": stream.failed, "rows": rows}
     if output is not None:
@@ -80,10 +81,13 @@ class PredictStream:
     read (see `read_source`), or None when it could not be read.
     """
     def __init__(self, predictor, inputs: list[str], *, model: str, names: list[str], top_k: int, batch_size: int,
-                 tta: bool, threshold: float | None, calibrate: Callable | None, skip: Callable[[str], bool] | None,
-                 exclude: list[Path], progress: Callable[[int, int | None], None] | None, fingerprint: bool = False):
+                 tta: tuple[str, ...] | None, threshold: float | None, calibrate: Callable | None,
+                 skip: Callable[[str], bool] | None, exclude: list[Path],
+                 progress: Callable[[int, int | None], None] | None, fingerprint: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.predictor, self.inputs, self.model, self.names = predictor, inputs, model, names
         self.top_k, self.batch_size, self.tta, self.threshold = top_k, batch_size, tta, threshold
+        self.max_pixels = max_pixels
         self.calibrate, self.skip, self.exclude, self.progress = calibrate, skip, exclude, progress
         self.fingerprint = fingerprint
         self._sources: dict[str, dict | None] = {}  # path -> fingerprint, from its decode until its row leaves
@@ -92,7 +96,8 @@ class PredictStream:
 
     def header(self) -> dict[str, Any]:
         return {"model": self.model, "format": self.predictor.format, "image_size": self.predictor.image_size,
-                "labels": self.names, "top_k": self.top_k, "tta": self.tta, "threshold": self.threshold}
+                "labels": self.names, "top_k": self.top_k, "tta": self.tta is not None,
+                "tta_views": list(self.tta or ()), "threshold": self.threshold, "max_pixels": self.max_pixels}
 
     def __iter__(self) -> Iterator[dict]:
         if self.progress is not None:
@@ -117,18 +122,25 @@ class PredictStream:
         self.total = sum(1 for _ in iter_inputs(self.inputs, self.exclude))
 
     def _rows(self) -> Iterator[dict]:
+        # One chunk in flight: chunk i's rows are made after chunk i+1 is dispatched, so a
+        # model on a device computes while this thread gathers the next batch.
         size = self.predictor.image_size
         chunk: list[tuple[str, Any]] = []  # (path, pixels | row dict), in input order
         n_pixels = 0
+        pending = None
         for path, item in self._decoded(size):
             chunk.append((path, item))
             if not isinstance(item, dict):
                 n_pixels += 1
             if n_pixels == self.batch_size:
-                yield from self._predict_chunk(chunk)
-                chunk, n_pixels = [], 0
+                started = self._start_chunk(chunk)
+                if pending is not None:
+                    yield from self._finish_chunk(*pending)
+                pending, chunk, n_pixels = started, [], 0
+        if pending is not None:
+            yield from self._finish_chunk(*pending)
         if chunk:
-            yield from self._predict_chunk(chunk)
+            yield from self._finish_chunk(*self._start_chunk(chunk))
 
     def _decoded(self, size: int) -> Iterator[tuple[str, Any]]:
         """(path, uint8 pixels) or (path, error row), in input order; decodes run ahead on threads."""
@@ -161,16 +173,26 @@ class PredictStream:
         if self.fingerprint:
             self._sources[str(path)] = source
         try:
-            return decode_bytes(data, size)
+            # The model's data.resize (its sidecar or run): the pixels it was trained on.
+            return decode_bytes(data, size, self.max_pixels, getattr(self.predictor, "resize", "antialias"))
         except DecodeError as e:
             return e
 
-    def _predict_chunk(self, chunk: list[tuple[str, Any]]) -> Iterator[dict]:
+    def _start_chunk(self, chunk: list[tuple[str, Any]]) -> tuple[list, Callable[[], Any] | None]:
+        """(chunk, a function that waits for its probabilities) with the model started on its pixels."""
         pixels = [item for _, item in chunk if not isinstance(item, dict)]
+        if not pixels:
+            return chunk, None
+        x = np.stack(pixels)
+        if self.tta:
+            p = predict_tta(self.predictor, x, self.tta)
+            return chunk, lambda: p
+        return chunk, self.predictor.submit(x)
+
+    def _finish_chunk(self, chunk: list[tuple[str, Any]], waiter: Callable[[], Any] | None) -> Iterator[dict]:
         probs = iter(())
-        if pixels:
-            x = np.stack(pixels)
-            p = predict_tta(self.predictor, x) if self.tta else self.predictor(x)
+        if waiter is not None:
+            p = waiter()
             if p.shape[1] != len(self.names):
                 raise UserError(f"labels: received {len(self.names)} names; the model '{self.model}' predicts {p.shape[1]} classes")
             conf = (self.calibrate(p) if self.calibrate is not None else p).max(axis=1)
@@ -193,6 +215,7 @@ def predict_stream(
     min_precision: float | None = None, skip: Callable[[str], bool] | None = None,
     exclude: list[str | Path] = (), progress: Callable[[int, int | None], None] | None = None,
     output: str | Path | None = None, fmt: str | None = None, fingerprint: bool = False,
+    max_pixels: int | None = None,
 ) -> PredictStream:
     """A `PredictStream` over `inputs` (files, folders, globs), checked before any file is decoded.
 
@@ -202,11 +225,21 @@ def predict_stream(
     out (resume). exclude: folders never searched (a sort destination).
     output/fmt: only checked here (not an input image, its folder exists).
     fingerprint: rows carry "source" (`read_source`), for moving files safely.
+    max_pixels: files with more pixels are rows with error "too_large", never
+    decoded; default: the run's data.max_pixels, or Pillow's warning level.
+    tta: views from `views_for` the run's data.augment.flip (a model file: no mirror).
     """
     if top_k < 1:
         raise UserError(f"--top-k: received {top_k}; allowed: 1 or more")
     if batch_size < 1:
         raise UserError(f"--batch-size: received {batch_size}; allowed: 1 or more")
+    if max_pixels is not None and not 1 <= max_pixels <= PILLOW_MAX_PIXELS:
+        raise UserError(f"--max-pixels: received {max_pixels}; allowed: 1 to {PILLOW_MAX_PIXELS} (Pillow refuses more)")
+    if tta and threshold is not None and str(threshold).strip().lower() == "auto":
+        # The temperature and thresholds were fitted on single-view probabilities;
+        # averaged views are less sure, so "auto" would abstain on the wrong images.
+        raise UserError("--tta with --threshold auto: the calibration was fitted without TTA and does not hold for "
+                        "averaged views; allowed: --tta with --threshold NUMBER, or --threshold auto without --tta")
     if not inputs:
         raise UserError("PATH: received none; allowed: image files, folders or globs")
     excluded = [Path(e) for e in exclude]
@@ -215,7 +248,10 @@ def predict_stream(
         raise UserError(f"PATH: received {', '.join(inputs)}; found no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in them")
     if output is not None:
         check_output(Path(output), inputs, fmt or "csv")
-    model_path, _ = resolve_model(model)
+    model_path, run = resolve_model(model)
+    recipe = load_recipe(str(run.recipe), []) if run is not None else None
+    if max_pixels is None:
+        max_pixels = recipe.data.max_pixels if recipe is not None else DEFAULT_MAX_PIXELS
     predictor = load_predictor(model_path, batch_size=batch_size)
     calibrate, cut = confidence_rule(model, threshold, min_precision)
     names = read_labels(labels, "--labels") if labels is not None else predictor.labels
@@ -223,8 +259,9 @@ def predict_stream(
         n_classes = predictor(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8)).shape[1]
         names = [str(i) for i in range(n_classes)]
     return PredictStream(predictor, list(inputs), model=str(model), names=list(names), top_k=min(top_k, len(names)),
-                         batch_size=batch_size, tta=tta, threshold=cut, calibrate=calibrate, skip=skip,
-                         exclude=excluded, progress=progress, fingerprint=fingerprint)
+                         batch_size=batch_size, tta=views_for(recipe.data.augment.flip if recipe else None) if tta else None,
+                         threshold=cut, calibrate=calibrate, skip=skip, exclude=excluded, progress=progress,
+                         fingerprint=fingerprint, max_pixels=max_pixels)
 
 
 def confidence_rule(model, threshold: float | str | None, min_precision: float | None) -> tuple[Callable | None, float | None]:

@@ -73,7 +73,7 @@ def classify_folder(
     model: str | Path, inputs: list[str], dest: str | Path, *, mode: str = "copy", top_k: int = 5,
     batch_size: int = 32, labels: str | Path | None = None, tta: bool = False,
     threshold: float | str | None = None, min_precision: float | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None, max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Predict `inputs` and sort them into `dest` (see the module docstring); safe to re-run.
 
@@ -88,7 +88,8 @@ def classify_folder(
     try:
         stream = predict_stream(model, inputs, top_k=top_k, batch_size=batch_size, labels=labels, tta=tta,
                                 threshold=threshold, min_precision=min_precision, skip=sorter.already_done,
-                                exclude=[sorter.dest], progress=progress, fingerprint=True)
+                                exclude=[sorter.dest], progress=progress, fingerprint=True,
+                                max_pixels=max_pixels)
         return {**stream.header(), **sorter.run(stream)}
     finally:
         sorter.close()

@@ -7,10 +7,12 @@ portable `preprocess` hold the custom `Preprocess` layer registered here.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from resnet_tl.errors import UserError, one_line
 from resnet_tl.kerasenv import keras_module
 
 keras = keras_module()
@@ -20,8 +22,24 @@ from resnet_tl.models.classifier import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGE
 
 
 def load_keras_model(path: str | Path):
-    """A .keras file as a Keras model: safe mode (no code runs from the file), not compiled."""
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    """A .keras file as a Keras model: safe mode (no code runs from the file), not compiled.
+
+    A file that is not one is a UserError naming it and what is wrong (Keras
+    itself says "File not found" of a file that exists but is no zip archive).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"model '{p}': no such file")
+    if not zipfile.is_zipfile(p):
+        raise UserError(f"model '{p}': not a Keras archive (a .keras file is a zip archive; this one is corrupt, "
+                        "truncated or another format)")
+    try:
+        return keras.saving.load_model(str(p), safe_mode=True, compile=False)
+    except Exception as e:  # noqa: BLE001 - whatever the file holds, the user gets one line
+        if "safe_mode" in str(e):
+            raise UserError(f"model '{p}': refused by Keras safe mode: it holds code that would run when loaded "
+                            f"({one_line(e, 160)}); allowed: a model of built-in layers, as resnet-tl saves") from None
+        raise UserError(f"model '{p}': not a loadable Keras model ({type(e).__name__}: {one_line(e, 200)})") from None
 
 
 def float32_copy(model):

@@ -31,6 +31,8 @@ def finish_run(recipe: Recipe, paths: RunPaths, ds, classifier, state: RunState)
     calibration = fit_calibration(val_probs, ds.y_val) if len(ds.y_val) else None
     if calibration is not None:
         atomic_write_json(paths.calibration, calibration)
+        if calibration["warning"]:
+            warnings.warn(f"{paths.calibration}: {calibration['warning']}", stacklevel=2)
     write_status(paths, "complete", epochs=len(state.history))
     write_artifacts(recipe, paths, ds, classifier, state.history, val_probs,
                     calibration["temperature"] if calibration else None)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Callable
 
+from resnet_tl import compile_cache
 from resnet_tl.cpus import usable_cpus
-from resnet_tl.data.cache import default_cache_dir
+from resnet_tl.cachedir import default_cache_dir
 from resnet_tl.data.prefetch import loader_workers
 from resnet_tl.kerasenv import keras_module
 from resnet_tl.sysinfo import cpu_features, cpu_flags, cpu_model, fast_mixed_precision, package_versions
@@ -88,17 +90,47 @@ def list_devices(backend: str) -> list[Device]:
     return found or [Device("cpu", "cpu")]
 
 
+@dataclass(frozen=True)
+class PrecisionRule:
+    """One row of PRECISION_RULES: when `applies` to the devices, `auto` means `precision`, for `why`."""
+
+    name: str
+    applies: Callable[[list[Device]], bool]
+    precision: str
+    why: str
+
+
+def _gpus_at_least(devices: list[Device], cc: tuple[int, int]) -> bool:
+    gpus = [d for d in devices if d.kind == "gpu"]
+    return bool(gpus) and all(d.compute_capability and tuple(d.compute_capability) >= cc for d in gpus)
+
+
+# What `precision: auto` picks: the first rule that applies. Every GPU must qualify (one replica
+# per GPU runs the same policy). bfloat16 on Ampere and later: tensor cores run it at float16's
+# rate, and float32's exponent range needs no loss scaling (a float16 step has to check every
+# gradient for inf/nan and may skip steps); benchmarks/gpu/bench_gpu.py measures both.
+PRECISION_RULES = (
+    PrecisionRule("gpu-cc8", lambda ds: _gpus_at_least(ds, (8, 0)), "mixed_bfloat16",
+                  "NVIDIA GPUs of compute capability >= 8.0 run bfloat16 on tensor cores as fast as float16, "
+                  "with float32's range: no loss scaling"),
+    PrecisionRule("gpu-cc7", lambda ds: _gpus_at_least(ds, (7, 0)), "mixed_float16",
+                  "compute capability 7.x tensor cores run float16, not bfloat16; Keras adds loss scaling"),
+    PrecisionRule("tpu", lambda ds: any(d.kind == "tpu" for d in ds), "mixed_bfloat16", "TPUs compute in bfloat16"),
+    PrecisionRule("default", lambda ds: True, "float32",
+                  "no GPU with tensor cores (every GPU must have them) and no TPU: mixed precision would not be faster"),
+)
+
+
+def precision_rule(devices: list[Device]) -> PrecisionRule:
+    """The PRECISION_RULES row that decides `auto` for these devices."""
+    return next(r for r in PRECISION_RULES if r.applies(devices))
+
+
 def resolve_precision(requested: str, devices: list[Device]) -> str:
-    """auto: mixed_float16 on NVIDIA GPUs of compute capability >= 7.0 (tensor
-    cores), mixed_bfloat16 on TPUs, float32 otherwise."""
+    """`requested`, or for auto the precision of the first PRECISION_RULES row that applies."""
     if requested != "auto":
         return requested
-    gpus = [d for d in devices if d.kind == "gpu"]
-    if gpus and all(d.compute_capability and tuple(d.compute_capability) >= (7, 0) for d in gpus):
-        return "mixed_float16"
-    if any(d.kind == "tpu" for d in devices):
-        return "mixed_bfloat16"
-    return "float32"
+    return precision_rule(devices).precision
 
 
 def resolve_jit(requested, backend: str, devices: list[Device]) -> bool:
@@ -148,10 +180,12 @@ def system_info() -> dict:
         "backend": backend,
         "devices": [{"kind": d.kind, "name": d.name, "compute_capability": d.compute_capability} for d in devices],
         "precision_auto": resolve_precision("auto", devices),
+        "precision_auto_rule": {"name": (rule := precision_rule(devices)).name, "why": rule.why},
         "mixed_precision": fast_mixed_precision(devices, flags),
         "cpu": {"model": cpu_model(), "cpus_usable": loader_workers(), "features": cpu_features(flags)},
         "xla": backend in ("tensorflow", "jax"),
         "jit_compile_auto": resolve_jit("auto", backend, devices),
         "cache_dir": str(default_cache_dir()),
+        "compile_cache": compile_cache.describe(backend),
         "usable_cpus": usable_cpus(),
     }

@@ -209,3 +209,25 @@ def test_a_format_added_through_the_table_alone_appears_everywhere(tmp_path, sha
     assert art["format"] == "fake" and art["runtime"] == "fake runtime" and art["check"] == "passed", art
     assert (run / "export" / "model.fake").is_file()
     assert json.loads((run / "export" / "model_fake.json").read_text())["format"] == "fake"
+
+
+# Running a Keras model over images has one home, so every caller gets its speed (uint8 to the
+# device, no host sync per batch): tests/models/test_batched.py shows evaluate, predict, export
+# and bench reach it at run time; this keeps new code from growing a second path.
+INFERENCE_PATH = "resnet_tl.models.batched"
+KERAS_PREDICT = ("predict_on_batch", "predict_function", "make_predict_function", "stateless_call")
+
+
+def test_only_the_inference_path_calls_a_models_predict():
+    offenders = []
+    for name, path in _modules().items():
+        if name == INFERENCE_PATH:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in KERAS_PREDICT:
+                offenders.append(f"{name}: .{node.attr}")
+            # Keras's Model.predict (a Predictor's call is also named predict; Keras's takes these keywords)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "predict" \
+                    and {k.arg for k in node.keywords} & {"verbose", "batch_size", "steps"}:
+                offenders.append(f"{name}: .predict(...)")
+    assert offenders == []

@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+from helpers import affinity_capped_by_quota
 
 from resnet_tl.data.batches import ArrayBatches
 from resnet_tl.data.prefetch import Prefetched, loader_workers
@@ -60,7 +61,14 @@ def test_next_batches_are_built_on_loader_threads_while_the_caller_works():
     assert slow.threads[1].startswith("resnet-tl-loader") and slow.threads[2].startswith("resnet-tl-loader")
 
 
-def test_loader_workers_follow_the_affinity_mask():
+def test_loader_workers_follow_the_affinity_mask_capped_by_the_cgroup_quota(monkeypatch):
     import os
 
-    assert loader_workers() == len(os.sched_getaffinity(0))
+    from resnet_tl import cpus
+
+    assert loader_workers() == affinity_capped_by_quota()  # this machine, whatever its quota
+    mask = len(os.sched_getaffinity(0))
+    # Under a quota (docker --cpus=Q) the mask alone is wrong: the old assertion failed at Q=1 on 2 CPUs.
+    for quota, expected in ((None, mask), (0.5, 1), (1.0, 1), (1.5, min(mask, 2)), (64.0, mask)):
+        monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *a, q=quota: q)
+        assert loader_workers() == expected, quota

@@ -186,10 +186,17 @@ def test_tta_averages_the_model_over_the_views(trained, tmp_path):
     # The same figure from the Keras model called on each view, outside evaluate.
     ds = load_dataset(load_recipe(str(run / "recipe.yaml")).data)
     model = load_keras_model(run / "model.keras")
-    v = views(ds.x_val)
-    probs = np.mean([model.predict(v[i].astype("float32"), verbose=0) for i in range(len(VIEWS))], axis=0)
+    # The run trained with flip: none, so no mirror: the model never learnt that a mirror is the same class.
+    names = [n for n in VIEWS if n != "flip"]
+    v = views(ds.x_val, tuple(names))
+    probs = np.mean([model.predict(v[i].astype("float32"), verbose=0) for i in range(len(names))], axis=0)
     labels = (run / "labels.txt").read_text().split()
     y = np.array([labels.index(ds.classes[c]) for c in ds.y_val])
     assert doc["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)))
     plain = evaluate(run, out=tmp_path / "plain")
     assert plain["tta"] is False and plain["accuracy"] != doc["accuracy"] or plain["loss"] != pytest.approx(doc["loss"])
+    # The run's temperature was fitted on single views: applied to plain probabilities only.
+    T = json.loads((run / "calibration.json").read_text())["temperature"]
+    assert plain["calibration"]["temperature"] == T
+    assert doc["calibration"]["temperature"] is None and doc["calibration"]["ece_after"] is None
+    assert "fitted without TTA" in doc["calibration"]["note"]

@@ -76,6 +76,29 @@ def test_no_wrong_prediction_hits_the_lower_bound_and_empty_is_one():
     assert fit_temperature(np.zeros((0, 3)), []) == 1.0
 
 
+def test_a_temperature_on_either_bound_carries_a_warning_in_calibration_json_and_evaluate():
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    # 99% sure and right half the time: the NLL keeps falling as T grows (scipy, given room,
+    # goes far past 20), so the fit stops at the upper bound: that used to be reported nowhere.
+    p = np.array([[0.99, 0.01]] * 6 + [[0.01, 0.99]] * 6)
+    y = np.array([0, 1] * 6)
+    z = np.log(p)
+    free = minimize_scalar(lambda t: -np.mean(log_softmax(z / t, axis=1)[np.arange(12), y]), bounds=(0.05, 1e4), method="bounded")
+    assert free.x > 100
+    doc = fit_calibration(p, y)
+    assert doc["temperature"] == pytest.approx(20.0) and "upper bound 20" in doc["warning"]
+    assert "lower bound 0.05" in fit_calibration(np.array([[0.7, 0.3], [0.2, 0.8]]), [0, 1])["warning"]
+    z, y = _overconfident()
+    assert fit_calibration(temperature_scale(z, 1.0, logits=True), y)["warning"] is None
+    # evaluate's report carries it for the stored temperature (the CLI prints it on stderr).
+    from resnet_tl.inference.calibration import calibration_report
+
+    assert "upper bound" in calibration_report(p, [0, 1] * 6, 20.0)["warning"]
+    assert calibration_report(p, [0, 1] * 6, 2.0)["warning"] is None
+
+
 def test_ece_matches_a_hand_computation():
     # Top-1 confidences 0.9, 0.9, 0.6, 0.55, 0.3 (3 classes); right, wrong, right, right, wrong.
     probs = np.array([
@@ -182,21 +205,44 @@ def test_load_calibration_of_a_run_and_a_model_file(tmp_path):
 # ------------------------------------------------------- a trained run
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A finished tiny run on the bars folder (real files, so evaluate and predict read them)."""
+    """A finished tiny run on the bars folder (real files, so evaluate and predict read them).
+
+    Its validation split can never be perfect, whatever training does: it holds
+    CONFLICTS identical grey images filed under both classes, and a model gives
+    one image one answer, so exactly one of each pair is wrong. (A fixture that
+    relied on 2 epochs being "imperfect but not perfect" broke twice.)
+    """
     from helpers import bars_folder, tiny_recipe
+    from PIL import Image
 
     from resnet_tl.data import load_dataset
     from resnet_tl.training.train import train
 
     base = tmp_path_factory.mktemp("calibration")
-    data = bars_folder(base / "data", n_per_class=40)
-    # 2 epochs at 3e-4: wrong on a few validation images, neither degenerate nor perfect
-    # (a perfect model leaves no threshold that sets any image aside).
+    data = base / "data"
+    bars_folder(data / "train", n_per_class=32, seed=0)
+    bars_folder(data / "val", n_per_class=8, seed=1)
+    for i in range(CONFLICTS):
+        grey = Image.fromarray(np.full((16, 16, 3), 60 + 20 * i, np.uint8))
+        for cls in ("hbar", "vbar"):
+            grey.save(data / "val" / cls / f"grey_{i}.png")
     recipe = tiny_recipe([{"name": "all", "epochs": 2, "train": "all", "lr": 3e-4, "batchnorm": "train"}],
                          data={"dir": str(data), "cache_dir": str(base / "cache")})
     ds = load_dataset(recipe.data)
     run = train(recipe, out=base / "runs", name="run", dataset=ds).run_dir
-    return {"run": run, "data": data, "ds": ds, "base": base}
+    return {"run": run, "data": data, "ds": ds, "base": base, "n_files": 2 * (32 + 8 + CONFLICTS)}
+
+
+CONFLICTS = 3
+
+
+def _precision_curve(conf, correct):
+    """(precision of the k most confident, k at the end of each tie), by hand: sorted, cumulated."""
+    order = np.argsort(-np.asarray(conf), kind="stable")
+    c, ok = np.asarray(conf)[order], np.asarray(correct, bool)[order]
+    precision = np.cumsum(ok) / np.arange(1, len(c) + 1)
+    ends = [k for k in range(len(c)) if k == len(c) - 1 or c[k] != c[k + 1]]
+    return precision, ends
 
 
 def _val_probs(trained):
@@ -264,9 +310,12 @@ def test_predict_threshold_auto_marks_unsure_rows(trained, tmp_path):
     run, y = trained["run"], np.asarray(trained["ds"].y_val)
     doc = json.loads((run / "calibration.json").read_text())
     calibrated = temperature_scale(_val_probs(trained), doc["temperature"])
-    # The highest precision still reachable with a threshold above the lowest confidence, so some images abstain.
-    lowest = min(doc["validation"]["confidence"])
-    p_min = max(r["min_precision"] for r in doc["thresholds"] if r["threshold"] is not None and r["threshold"] > lowest)
+    # Validation is never perfect (see the fixture), so a precision above the whole split's exists
+    # that a threshold above the lowest confidence reaches: the highest one among fewer images.
+    precision, ends = _precision_curve(doc["validation"]["confidence"], doc["validation"]["correct"])
+    assert not all(doc["validation"]["correct"])
+    p_min = float(max(precision[k] for k in ends[:-1]))
+    assert p_min > precision[-1], "the model is surest of its wrong images: no threshold can help"
     expected = threshold_for_precision(calibrated, y, p_min)
     assert expected > calibrated.max(1).min()
     folder = trained["data"]
@@ -275,7 +324,7 @@ def test_predict_threshold_auto_marks_unsure_rows(trained, tmp_path):
     out = json.loads(r.stdout)
     assert out["threshold"] == pytest.approx(expected, abs=2e-6)
     rows = [row for row in out["rows"] if row["error"] is None]
-    assert len(rows) == 80
+    assert len(rows) == trained["n_files"]
     for row in rows:
         assert (row["prediction"] == "unsure") == (row["confidence"] < out["threshold"])
         if row["prediction"] != "unsure":
@@ -291,13 +340,20 @@ def test_predict_threshold_auto_marks_unsure_rows(trained, tmp_path):
     assert table.exit_code == 0 and table.output.count("unsure") >= n_unsure
     # One-line user errors.
     for args, msg in ((("--threshold", "auto"), "--min-precision"), (("--min-precision", "0.9"), "needs --threshold auto"),
-                      (("--threshold", "2"), "allowed: a number in (0, 1]"), (("--threshold", "auto", "--min-precision", "1.0"), None)):
+                      (("--threshold", "2"), "allowed: a number in (0, 1]")):
         bad = _cli("predict", run, folder, *args)
-        if msg is None:  # precision 1.0 is unreachable unless the most confident validation image is right
-            if bad.exit_code == 2:
-                assert "no confidence threshold reaches it" in bad.output
-            continue
         assert bad.exit_code == 2 and msg in bad.output
+    # Precision 1.0 is reachable exactly when every image of the most confident tie is right:
+    # decided from the stored validation data, so exactly one outcome passes.
+    reachable = precision[ends[0]] == 1.0
+    r = _cli("predict", run, folder, "--threshold", "auto", "--min-precision", "1.0", "--json")
+    if reachable:
+        k = max(e for e in ends if precision[e] == 1.0)
+        lowest_kept = np.sort(doc["validation"]["confidence"])[::-1][k]
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["threshold"] == pytest.approx(lowest_kept, abs=1e-9)
+    else:
+        assert r.exit_code == 2 and "no confidence threshold reaches it" in r.output
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
+from helpers import affinity_capped_by_quota
 from typer.testing import CliRunner
 
 from resnet_tl.cli import app
@@ -20,6 +21,12 @@ def test_info_json_names_versions_devices_precision_and_cache():
     assert doc["backend"] == "tensorflow"
     assert doc["devices"] and doc["precision_auto"] in ("float32", "mixed_float16", "mixed_bfloat16")
     assert doc["cache_dir"].endswith("resnet-tl")
+    from resnet_tl.training.precision import PRECISION_RULES
+
+    rule = next(r for r in PRECISION_RULES if r.name == doc["precision_auto_rule"]["name"])
+    assert (rule.precision, rule.why) == (doc["precision_auto"], doc["precision_auto_rule"]["why"])
+    cc = doc["compile_cache"]  # TensorFlow's XLA cache, in the cache folder unless the user set TF_XLA_FLAGS
+    assert cc["bound_mb"] >= 0 and (cc["folder"] is None or cc["folder"].endswith("tf-xla") or "TF_XLA_FLAGS" in __import__("os").environ)
 
 
 def test_fast_mixed_precision_by_hardware():
@@ -42,9 +49,9 @@ def test_info_reports_the_cpu_matrix_extensions(tmp_path):
     flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
     assert doc["cpu"]["features"]["amx_bf16"] == ("amx_bf16" in flags)
     assert doc["cpu"]["features"]["avx512_bf16"] == ("avx512_bf16" in flags)
-    import os
+    # The affinity mask capped by the cgroup quota: under `docker --cpus=1` the mask alone said 2.
+    assert doc["cpu"]["cpus_usable"] == affinity_capped_by_quota()
 
-    assert doc["cpu"]["cpus_usable"] == len(os.sched_getaffinity(0))
 
 
 def test_bench_json_reports_training_input_and_their_ratio_per_precision(tmp_path):

@@ -15,6 +15,8 @@ T4 = Device("gpu", "Tesla T4", (7, 5))
 P100 = Device("gpu", "Tesla P100", (6, 0))
 CPU = Device("cpu", "cpu")
 TPU = Device("tpu", "TPU v4")
+A100 = Device("gpu", "NVIDIA A100", (8, 0))
+H200 = Device("gpu", "NVIDIA H200", (9, 0))
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +35,19 @@ def _float32_afterwards():
     ([V100, P100], "float32"),          # every GPU must have them
     ([Device("gpu", "unknown", None)], "float32"),
     ([TPU], "mixed_bfloat16"),
+    ([A100], "mixed_bfloat16"),         # Ampere and later: bfloat16, no loss scaling
+    ([H200, H200], "mixed_bfloat16"),
+    ([H200, V100], "mixed_float16"),    # the slowest GPU decides
 ])
 def test_auto_precision_follows_the_devices(devices, expected):
     assert resolve_precision("auto", devices) == expected
+    assert precision_mod.precision_rule(devices).precision == expected
+
+
+def test_every_precision_rule_is_reachable_and_says_why():
+    deciders = {precision_mod.precision_rule(ds).name for ds in ([H200], [T4], [TPU], [CPU])}
+    assert deciders == {r.name for r in precision_mod.PRECISION_RULES}
+    assert all(len(r.why) > 20 for r in precision_mod.PRECISION_RULES)
 
 
 @pytest.mark.parametrize("requested", ["float32", "mixed_float16", "mixed_bfloat16"])
