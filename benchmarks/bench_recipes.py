@@ -98,7 +98,11 @@ def run(row: str, data: Path, seed: int, size: int, epochs: int, work: Path, lr:
 def table(rows: list[dict]) -> str:
     """Markdown: per row and dataset, mean ± half-range of test accuracy over seeds, and mean seconds."""
     finds = {r["data"]: r for r in rows if r.get("kind") == "lr_find"}
-    rows = [r for r in rows if "row" in r]
+    first = {}
+    for r in rows:  # one run per (row, dataset, seed): the first recorded
+        if "row" in r and r["status"] == "ok":
+            first.setdefault((r["row"], r["data"], r["seed"]), r)
+    rows = list(first.values()) + [r for r in rows if "row" in r and r["status"] != "ok"]
     sets = sorted({r["data"] for r in rows})
     head = "| row | " + " | ".join(f"{s}: test acc (mean ± spread) | {s}: s/run" for s in sets) + " |"
     lines = [head, "|" + " --- |" * (1 + 2 * len(sets))]
@@ -132,8 +136,8 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    if a.table:
-        print(table(done))
+    if a.table:  # --out may name several files, comma-separated
+        print(table([json.loads(line) for p in a.out.split(",") for line in Path(p).read_text().splitlines()]))
         return
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-recipes-"))
     for s in a.sets.split(","):

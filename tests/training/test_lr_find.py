@@ -86,3 +86,24 @@ def test_lr_find_cli_then_train_with_lr_find(tmp_path, shared_data):
     history = (run / "history.csv").read_text().splitlines()
     assert float(history[1].split(",")[2]) == pytest.approx(row["lr"])  # the phase trained at that rate
     assert (run / "plots" / "lr_find_phase0.png").exists()
+
+
+def test_lr_find_in_a_schedule_shows_in_the_dry_run_and_bad_values_name_the_key():
+    from resnet_tl.cli import app
+
+    runner = CliRunner()
+    sets = ["--set", "schedule.1.lr=find", "--set", "schedule.2.decay=onecycle"]
+    assert runner.invoke(app, ["train", "small-images", "--dry-run", *sets]).exit_code == 0  # the table renders 'find'
+    res = runner.invoke(app, ["train", "small-images", "--dry-run", "--json", *sets])
+    rows = json.loads(res.stdout)
+    assert rows[1]["lr"] == "find" and rows[2]["decay"] == "onecycle"
+    res = runner.invoke(app, ["train", "small-images", "--dry-run", "--set", "schedule.0.lr=fnd"])
+    assert res.exit_code == 2 and "schedule.0.lr" in res.output and "find" in res.output
+
+
+def test_small_images_stops_on_its_validation_plateau_and_the_paper_schedule_is_one_set_away():
+    from resnet_tl.recipe import load_recipe
+
+    shipped, paper = load_recipe("small-images"), load_recipe("small-images", ["train.patience=0"])
+    assert shipped.train.patience > 0 and paper.train.patience == 0
+    assert [p.epochs for p in paper.schedule] == [91, 45, 46]  # 64k iterations x 128 / 45k images
