@@ -39,6 +39,7 @@ from resnet_tl.training.train import train  # noqa: E402
 PREVIOUS = [
     ("schedule=[{name: scratch, epochs: 30, train: all, optimizer: sgd, momentum: 0.9, weight_decay: 0.0001, "
      "lr: 0.1, warmup_epochs: 1, decay: cosine, batchnorm: train}]"),
+    "train.patience=0",
 ]
 VARIANTS = {"shipped": [], "paper": ["train.patience=0"], "previous": PREVIOUS}
 
