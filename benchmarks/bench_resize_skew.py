@@ -33,7 +33,7 @@ from resnet_tl.training.train import train  # noqa: E402
 
 
 def one(resize: str, data: Path, work: Path, size: int, epochs: int, val_split: float) -> dict:
-    schedule = f"[{{name: all, epochs: {epochs}, train: all, lr: 0.002, warmup_epochs: 1, decay: cosine}}]"
+    schedule = f"[{{name: all, epochs: {epochs}, train: all, lr: 0.002, warmup_epochs: 1, decay: cosine, batchnorm: train}}]"
     recipe = load_recipe("mobile", [f"data.dir={data}", f"data.image_size={size}", f"data.resize={resize}",
                                     f"data.val_split={val_split}", f"data.cache_dir={work / 'cache'}",
                                     "model.weights=none", f"schedule={schedule}"])

@@ -75,7 +75,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """'schedule.0.lr=1e-4' -> (['schedule', '0', 'lr'], 0.0001). Values are YAML scalars."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise UserError(f"--set '{item}': expected KEY=VALUE, e.g. --set model.backbone=resnet18")
+        raise UserError(f"--set '{item}': received no '='; allowed: KEY=VALUE as one word, e.g. --set model.backbone=resnet18")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
@@ -190,6 +190,11 @@ def build_recipe(raw: dict[str, Any], overrides: list[str] = (), source: str = "
 
 def load_recipe(name_or_path: str | None = None, overrides: list[str] = (), data_dir: str | None = None) -> Recipe:
     """Load a recipe by path or shipped name, apply `--set` overrides and `--data`, validate."""
+    for item in overrides:  # before the recipe: in `--set key 32`, the 32 lands in the RECIPE argument
+        if "=" not in item:
+            stray = f" ('{name_or_path}' was read as the RECIPE argument)" if name_or_path else ""
+            raise UserError(f"--set '{item}': received no '='; allowed: KEY=VALUE as one word, "
+                            f"e.g. --set {item.strip() or 'data.image_size'}=VALUE{stray}")
     path = resolve_recipe_path(name_or_path)
     raw = read_yaml(path)
     if "name" not in raw:
@@ -200,7 +205,19 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] = (), data
     recipe = build_recipe(raw, list(overrides), source=str(path))
     if data_dir is not None and recipe.data.dir != str(data_dir):
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"dir": str(data_dir)})})
+    elif data_dir is None and path.parent == RECIPES_DIR and not any(o.startswith("data.dir=") for o in overrides):
+        recipe = _shipped_data(recipe)
     return recipe
+
+
+def _shipped_data(recipe: Recipe) -> Recipe:
+    """A shipped recipe's relative data.dir (data/sample) that the current folder lacks, read from
+    the package's own copy: the quickstart runs from any folder, in a checkout or after pip install."""
+    rel = Path(recipe.data.dir)
+    shipped = RECIPES_DIR.parent / rel
+    if rel.is_absolute() or rel.exists() or not shipped.is_dir():
+        return recipe
+    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"dir": str(shipped)})})
 
 
 def recipe_summaries() -> list[dict[str, str]]:

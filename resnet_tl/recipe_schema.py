@@ -113,6 +113,11 @@ class DataConfig(_Section):
     skip_empty_classes: bool = Field(False, description="Skip (with a warning) class folders with no usable image instead of failing.")
     few_images_warning: int = Field(5, ge=0, description="Warn about classes with fewer usable images than this.")
     cache_dir: str | None = Field(None, description="Decoded-image cache; default: the user's cache directory.")
+    exclude: str | None = Field(
+        None,
+        description="A file of image paths to leave out: one per line, or a CSV with a 'path' column (a filtered audit.csv). "
+        "Relative paths are taken from data.dir. Excluded images are listed in the run's excluded.txt.",
+    )
     augment: AugmentConfig = AugmentConfig()
 
 

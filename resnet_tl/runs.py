@@ -20,7 +20,7 @@ from pathlib import Path
 
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_json, atomic_write_text
-from resnet_tl.recipe import Recipe, load_recipe, locked_view
+from resnet_tl.recipe import Recipe, dump_recipe, load_recipe, locked_view
 
 STATUSES = ("running", "interrupted", "failed", "complete")
 
@@ -63,6 +63,10 @@ class RunPaths:
     def tensorboard(self) -> Path: return self.root / "tensorboard"
     @property
     def report(self) -> Path: return self.root / "report.html"
+    @property
+    def audit(self) -> Path: return self.root / "audit"  # `resnet-tl data audit --run`
+    @property
+    def excluded(self) -> Path: return self.root / "excluded.txt"  # images data.exclude left out
     @property
     def eval_root(self) -> Path: return self.root / "eval"
     @property
@@ -183,18 +187,34 @@ def write_labels(path: str | Path, labels: list[str]) -> None:
 
 
 def resume_recipe(run: str | Path, recipe_arg: str | None, overrides: list[str], data_dir: str | None) -> Recipe:
-    """The recipe stored in `run`, refused if edited where it defines the checkpoint."""
-    if recipe_arg or overrides:
-        raise UserError("--resume continues with the recipe stored in the run folder; drop the RECIPE argument and --set (edit RUN/recipe.yaml only where it does not change the model or schedule)")
+    """The recipe stored in `run`, refused if edited where it defines the checkpoint.
+
+    One override is allowed: ``--set model.weights=PATH``, where the pretrained
+    weights come from (a download that failed offline); it is written into
+    RUN/recipe.yaml. A run with a checkpoint does not read them at all.
+    """
+    others = [o for o in overrides if o.partition("=")[0].strip() != "model.weights"]
+    if recipe_arg or others:
+        raise UserError("--resume continues with the recipe stored in the run folder; drop the RECIPE argument and --set "
+                        "(all but --set model.weights=PATH; edit RUN/recipe.yaml only where it does not change the model or schedule)")
     paths = open_run(run)
-    recipe = load_recipe(str(paths.recipe), [], data_dir=data_dir)
+    recipe = load_recipe(str(paths.recipe), overrides, data_dir=data_dir)
+    if overrides:
+        value = recipe.model.weights
+        local = Path(value).expanduser()
+        value = str(local.resolve()) if local.is_file() else value  # stored absolute, as a new run stores it
+        recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"weights": value})})
     stored = read_status(paths).get("locked")
     if stored is not None:
         now = json.loads(json.dumps(locked_view(recipe)))
+        if isinstance(now.get("model"), dict) and isinstance(stored.get("model"), dict):
+            now["model"]["weights"] = stored["model"].get("weights")  # may change: see above
         for key, value in stored.items():
             if now.get(key) != value:
                 raise UserError(
                     f"{paths.recipe}: '{key}' was edited (run started with {json.dumps(value)}, now {json.dumps(now.get(key))}); "
                     "a resumed run cannot change the model, schedule or data split; start a new run with this recipe instead"
                 )
+    if overrides:
+        atomic_write_text(paths.recipe, dump_recipe(recipe))
     return recipe

@@ -8,6 +8,8 @@ formats or backbones are built from their tables (`resnet_tl.formats`,
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from resnet_tl.cli import data as data_cmd
@@ -29,6 +31,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from resnet_tl import __version__
+
+        typer.echo(f"resnet-tl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    pass  # only the --version option; the help text is the app's
+
+
 app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
 app.command(name="lr-find", help="Learning-rate range test of a recipe's phase: writes lr_find.png and suggests a rate.")(lr_find)
 app.command(help="Evaluate a run or a model file on a split; writes eval/<split>/ and refreshes report.html.")(evaluate)

@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 
 from resnet_tl.cli.common import cli_errors, emit_json, err, out
+from resnet_tl.models.backbones import BACKBONES
+
+console = out  # the `audit` command has an --out option of its own
 
 app = typer.Typer(help="Inspect image folders.", no_args_is_help=True)
 
@@ -34,6 +37,52 @@ def check(
     else:
         render_report(report, out)
     raise typer.Exit(0 if report["ok"] else 2)
+
+
+
+@app.command("audit")
+@cli_errors
+def audit(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Image folder: class subfolders, or train/ val/ (test/ optional).")],
+    run: Annotated[str | None, typer.Option("--run", help="A finished run: its backbone's features, its image size and split.")] = None,
+    backbone: Annotated[str | None, typer.Option("--backbone", help=f"Or a backbone: {', '.join(BACKBONES)}.")] = None,
+    weights: Annotated[str, typer.Option("--weights", help="With --backbone: imagenet, none, or a weights file (as model.weights).")] = "imagenet",
+    image_size: Annotated[int, typer.Option("--image-size", min=8, max=1024, help="With --backbone: side (px) images are decoded at.")] = 64,
+    out: Annotated[str | None, typer.Option("--out", help="Output folder (default: RUN/audit with --run, else ./audit).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")] = False,
+) -> None:
+    """Suspected wrong labels, near-duplicates (within and across splits) and outliers; writes audit.csv and audit/ folders of links."""
+    from resnet_tl.evaluation.audit import audit_folder
+
+    result = audit_folder(directory, run=run, backbone=backbone, weights=weights, image_size=image_size, out=out,
+                          progress=None if as_json else _progress())
+    if as_json:
+        emit_json(result)
+        return
+    render_audit(result, console)
+
+
+def render_audit(result: dict, console, limit: int = 15) -> None:
+    """Print the first findings of `audit_folder`'s result and where the rest is."""
+    c = result["counts"]
+    console.print(f"[bold]{result['root']}[/]: {result['images']} images, features of {result['model']}", highlight=False)
+    for kind, title, cols in (
+        ("label_errors", "Suspected label errors", ("path", "given", "suggested", "given_probability")),
+        ("duplicates", "Near-duplicates", ("path", "other_path", "split", "other_split", "cosine", "by")),
+        ("outliers", "Outliers", ("path", "given", "similarity")),
+    ):
+        rows = result[kind]
+        if not rows:
+            continue
+        t = Table(title=f"{title}: {len(rows)}" + (f" (first {limit})" if len(rows) > limit else ""), title_justify="left")
+        for col in cols:
+            t.add_column(col, overflow="fold")
+        for r in rows[:limit]:
+            t.add_row(*[str(r[col]) for col in cols])
+        console.print(t)
+    console.print(f"{c['label_errors']} suspected label errors, {c['duplicates']} near-duplicate pairs "
+                  f"({c['duplicates_across_splits']} across splits), {c['outliers']} outliers; "
+                  f"wrote {result['out_dir']}/audit.csv and links in {result['out_dir']}/", highlight=False)
 
 
 def _progress():

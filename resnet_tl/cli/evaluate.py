@@ -44,9 +44,13 @@ def _render(r: dict) -> None:
     if cal.get("ece_before") is not None:
         after = (f" -> {cal['ece_after']:.4f} after temperature scaling (T={cal['temperature']:.3g})"
                  if cal.get("temperature") else f" ({cal.get('note') or 'no temperature stored for this model'})")
+        if cal.get("temperature") and cal.get("ece_after") is not None and cal["ece_after"] > cal["ece_before"]:
+            # Not a bug: the temperature minimises the validation log-loss, not ECE, and ECE is noisy on few images.
+            after += (f"; worse here: T was fitted for log-loss on the validation split, not for ECE "
+                      f"({r['n']} images on this split)")
         out.print(f"calibration: ECE {cal['ece_before']:.4f}{after}", highlight=False)
     if cal.get("warning"):
         err.print(f"warning: {cal['warning']}", highlight=False, markup=False)
     for p in r["most_confused"][:5]:
         out.print(f"confused: {p['true']} -> {p['predicted']} ({p['count']})", highlight=False)
-    err.print(f"wrote {r['out_dir']}", highlight=False)
+    err.print(f"wrote {r['out_dir']}", highlight=False, markup=False, soft_wrap=True)  # a path to copy: never folded

@@ -53,26 +53,46 @@ def _show(result, json_: bool) -> None:
 
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    t = Table(box=box.SIMPLE_HEAD, title=f"export {result.export_dir}",
-              caption="agree: top-1 agreement with Keras; drop: Keras's accuracy minus the artifact's; \\[lo, hi]: each a one-sided "
-                      "95% bound; a gate fails only when the whole bound is past its limit (model.keras is the run's own "
-                      "file: not gated); n: images checked, and how many a flawless sample needs to prove the limit; "
-                      "|dp|: largest probability difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's "
-                      "ImageClassifier, given the image files as an app (its decoder and resize)")
-    t.add_column("artifact", no_wrap=True)  # a cut file name is useless
-    for name in ("check", "n", "agree [lo, hi]", "drop [lo, hi]", "acc (keras)", "|dp|", "MB", "ms"):
-        t.add_column(escape(name), justify="left" if name == "check" else "right")
+    keras_acc = next((a.parity["keras_accuracy"] for a in result.artifacts if a.parity), None)
+    caption = ("agree: top-1 agreement with Keras; drop: Keras's accuracy minus the artifact's; \\[lo, hi]: each a one-sided "
+               "95% bound; a gate fails only when the whole bound is past its limit (model.keras is the run's own "
+               "file: not gated); n: images checked, and how many a flawless sample needs to prove the limit; "
+               "acc: the artifact's accuracy" + (f" (Keras's: {keras_acc:.3f})" if keras_acc is not None else "")
+               + "; |dp|: largest probability difference; ms: one image; └ mediapipe: the .tflite above in MediaPipe's "
+               "ImageClassifier, given the image files as an app (its decoder and resize)")
+    rows = []
     for a in result.artifacts:
         p, g = a.parity or {}, a.gates
-        t.add_row(a.path if a.runtime != "mediapipe" else "  └ mediapipe", {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(a.check, a.check),
-                  resolution(max(g.values(), key=lambda v: v["images_needed"])) if g else (str(p.get("n", "-")) if p else "-"),
-                  _bounds(g.get("agreement"), f"{p['agreement']:.3f}") if p else "-",
-                  _bounds(g.get("accuracy_drop"), f"{p['keras_accuracy'] - p['accuracy']:.3f}") if p else "-",
-                  f"{p['accuracy']:.3f} ({p['keras_accuracy']:.3f})" if p else "-",
-                  f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}",
-                  f"{p['latency_ms']:.2f}" if p and p.get("latency_ms") is not None else "-")
-    out.print(t)
+        rows.append([a.path if a.runtime != "mediapipe" else "  └ mediapipe", a.check,
+                     resolution(max(g.values(), key=lambda v: v["images_needed"])) if g else (str(p.get("n", "-")) if p else "-"),
+                     _bounds(g.get("agreement"), f"{p['agreement']:.3f}") if p else "-",
+                     _bounds(g.get("accuracy_drop"), f"{p['keras_accuracy'] - p['accuracy']:.3f}") if p else "-",
+                     f"{p['accuracy']:.3f}" if p else "-",
+                     f"{p['max_abs_diff']:.1g}" if p else "-", f"{a.size_bytes / 1e6:.1f}",
+                     f"{p['latency_ms']:.2f}" if p and p.get("latency_ms") is not None else "-"])
+    names = ("artifact", "check", "n", "agree [lo, hi]", "drop [lo, hi]", "acc", "|dp|", "MB", "ms")
+    one_line = sum(max(len(n), *(len(r[i].replace("\\[", "[")) for r in rows)) + 2 for i, n in enumerate(names))
+    # Narrower than one row per line (80 columns, a pipe): two tables, the check's verdict and figures,
+    # then the sample sizes, sizes and times; cells wrap between words, so no name or figure is cut.
+    parts = [range(len(names))] if one_line <= out.width else [(0, 1, 3, 4, 5), (0, 2, 6, 7, 8)]
+    for k, cols in enumerate(parts):
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"export {result.export_dir}" if k == 0 else None,
+                  caption=caption if k == len(parts) - 1 else None)
+        for i in cols:
+            t.add_column(escape(names[i]), justify="left" if i < 2 else "right", no_wrap=i == 0)
+        for r in rows:
+            t.add_row(*({"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(r[i], r[i]) if i == 1 else r[i] for i in cols))
+        out.print(t)
     for a in result.artifacts:
         if a.note:
             out.print(f"{a.path} ({a.runtime}): {a.note}", highlight=False)
+        for i, t in enumerate((a.repair or {}).get("attempts", [])):
+            kept = f"{len(t['float_layers'])} layer(s) in float" if t["float_layers"] else "plain int8"
+            out.print(f"  attempt {i}: {kept}, {t['size_bytes'] / 1e6:.2f} MB, agreement {t['agreement']:.4f}, "
+                      f"accuracy {t['accuracy']:.4f}, {t['latency_ms']:.2f} ms, {'passed' if t['passed'] else 'failed'}",
+                      highlight=False, markup=False)
     out.print(f"manifest: {result.export_dir / 'manifest.json'}", highlight=False)
+    others = [f"{name} ({f.title})" for name, f in FORMATS.items() if name not in {a.format for a in result.artifacts}]
+    if others:
+        out.print(f"other formats (not in this export): {', '.join(others)}; "
+                  f"e.g. resnet-tl export RUN --format onnx --format openvino", highlight=False)

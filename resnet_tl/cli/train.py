@@ -13,6 +13,7 @@ from resnet_tl.cli.common import JsonOpt, cli_errors, emit_json, err, out
 def train(
     recipe: Annotated[Optional[str], typer.Argument(help="Recipe file or shipped recipe name (default: quickstart). See `resnet-tl recipes list`.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Image folder; overrides data.dir.")] = None,
+    exclude: Annotated[Optional[str], typer.Option("--exclude", metavar="FILE", help="Image paths to leave out (one per line, or a CSV with a 'path' column such as a filtered audit.csv); overrides data.exclude, recorded in the run.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run folder name (default: recipe name + timestamp).")] = None,
     out_dir: Annotated[str, typer.Option("--out", help="Where run folders go.")] = "runs",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: --set schedule.0.epochs=3 (repeatable).")] = None,
@@ -30,19 +31,25 @@ def train(
         r = resume_recipe(resume, recipe, set_ or [], data)
     else:
         r = load_recipe(recipe, set_ or [], data_dir=data)
+    if exclude is not None:  # set directly, like --data: a path is not YAML
+        r = r.model_copy(update={"data": r.data.model_copy(update={"exclude": exclude})})
     if dry_run:
         from resnet_tl.training.schedule import schedule_table
 
         rows = schedule_table(r)
         emit_json(rows) if json_ else _render_plan(rows)
         return
+    if resume is None:
+        from resnet_tl.models.fetch import fetch_weights
+
+        fetch_weights(r.model.weights, r.model.backbone)  # before TensorFlow's import: offline is told in seconds
     from resnet_tl.cli.progress import TrainProgress
     from resnet_tl.training.distribute import cluster_from
     from resnet_tl.training.train import train as run_training
 
     cluster = cluster_from(coordinator, num_processes, process_id)
     chief = cluster is None or cluster.process_id == 0
-    with TrainProgress(err, enabled=not json_ and chief) as progress:
+    with TrainProgress(err, enabled=not json_ and chief, data_summary=chief) as progress:
         result = run_training(r, out=out_dir, name=name, resume=resume, progress=progress, cluster=cluster)
     if not chief:
         err.print(f"worker {cluster.process_id} of {cluster.num_processes}: done; process 0 wrote the run folder", highlight=False)
@@ -56,11 +63,17 @@ def train(
 def _render_plan(rows: list[dict]) -> None:
     from rich.table import Table
 
-    t = Table("phase", "name", "epochs", "trains", "lr", "optimizer", "warmup", "decay", "lr decay/stage", "batchnorm", "features", title="schedule")
+    # Six columns that fit 80 characters; the phase names (what --set schedule.N refers to) are never cut.
+    t = Table(title="schedule", title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    for name in ("epochs", "trains", "lr", "settings"):
+        t.add_column(name, overflow="fold")
     for r in rows:
-        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), _lr_cell(r["lr"]), r["optimizer"],
-                  f"{r['warmup_epochs']:g}", r["decay"], f"{r['lr_decay_per_stage']:g}", r["batchnorm"],
-                  _features_cell(r))
+        lr_decay = f", lr x{r['lr_decay_per_stage']:g} per stage down" if r["lr_decay_per_stage"] != 1 else ""
+        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), _lr_cell(r["lr"]),
+                  f"{r['optimizer']}, warm-up {r['warmup_epochs']:g}, {r['decay']}{lr_decay}, "
+                  f"batchnorm {r['batchnorm']}, {_features_cell(r)}")
     out.print(t)
 
 

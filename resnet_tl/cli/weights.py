@@ -25,17 +25,32 @@ def list_(json_: JsonOpt = False) -> None:
     from rich import box
     from rich.table import Table
 
-    t = Table(box=box.SIMPLE_HEAD, title="pretrained weights (--set model.weights=VALUE)",
+    t = Table(box=box.SIMPLE_HEAD, title="pretrained weights (--set model.weights=VALUE)", pad_edge=False,
               caption="top-1: ImageNet-1k as published (resnet-tl weights list --json gives each source)")
-    for name in ("backbone", "model.weights", "from", "MB", "top-1 %"):
-        t.add_column(name, no_wrap=True, justify="right" if name in ("MB", "top-1 %") else "left")
+    # The names users copy keep their full width; the rest folds on a narrow terminal.
+    for name, key in (("backbone", "backbone"), ("model.weights", "weights")):
+        t.add_column(name, no_wrap=True, min_width=max(len(r[key] or "-") for r in rows))
+    t.add_column("from", overflow="fold")
+    for name in ("MB", "top-1 %"):
+        t.add_column(name, justify="right", overflow="fold")
     for r in rows:
         t.add_row(r["backbone"], r["weights"] or "-", r["origin"], f"{r['size_mb']:g}" if r["size_mb"] else "-",
                   str(r["top1"]) if r["top1"] is not None else "-")
     out.print(t)
 
 
-@app.command(help="Convert a timm/torchvision ResNet checkpoint into a resnet-tl .keras classifier (its own classes).")
+CONVERT_HELP = (
+    "Convert a timm/torchvision ResNet checkpoint into a resnet-tl .keras classifier (its own classes).\n\n"
+    "Accepted: a plain ResNet state dict in torchvision's layout, which timm's resnet* models share: "
+    "conv1.weight, bn1.*, layer1..layer4.<block>.conv<k>/bn<k>/downsample.*, fc.weight, fc.bias "
+    "(as torchvision.models.resnet50().state_dict() or timm.create_model('resnet50').state_dict() save them), "
+    "in a .safetensors file, a .pth/.pt file (needs torch; a {'state_dict': ...} or {'model': ...} wrapper is "
+    "unwrapped) or hf://timm/<model>. Not accepted: deep stems (resnet50d), SE or attention blocks.\n\n"
+    "Example: resnet-tl weights convert hf://timm/resnet50.a1_in1k --out r50.keras"
+)
+
+
+@app.command(help=CONVERT_HELP)
 @cli_errors
 def convert(
     checkpoint: Annotated[str, typer.Argument(help="A .safetensors or .pth file, or hf://timm/<model>.")],

@@ -14,6 +14,7 @@ import numpy as np
 from resnet_tl.data.arrays import arrays_for, materialize
 from resnet_tl.data.cache import DecodeCache
 from resnet_tl.data.decode import DecodeError, decode_bytes, decode_image
+from resnet_tl.data.exclude import apply_exclude, read_exclude
 from resnet_tl.data.scan import Item, Scan, Skipped, scan_folder
 from resnet_tl.recipe import DataConfig
 
@@ -42,7 +43,7 @@ class Dataset:
 
 
 def load_dataset(cfg: DataConfig, root_override: str | Path | None = None, progress=None) -> Dataset:
-    """Scan cfg.dir (or root_override), decode what the cache lacks, return every split.
+    """Scan cfg.dir (or root_override), leave out cfg.exclude's images, decode what the cache lacks, return every split.
 
     progress(stage, done, total) reports slow first reads. Raises UserError for a missing folder, an empty class (unless
     data.skip_empty_classes) and any blocking problem of the scan.
@@ -51,6 +52,8 @@ def load_dataset(cfg: DataConfig, root_override: str | Path | None = None, progr
     cache = DecodeCache(root, cfg.cache_dir)
     scan = scan_folder(root, cfg, progress=progress, cache=cache)
     scan.raise_for_problems()
+    if cfg.exclude:
+        apply_exclude(scan, read_exclude(cfg.exclude, root))
     arrays = materialize(scan, cfg.image_size, cfg, cache)
     test = "test" in scan.items
     return Dataset(

@@ -29,6 +29,7 @@ def data_report(scan: Scan, cfg: DataConfig) -> dict:
         "classes": per_class,
         "splits": {s: len(scan.items[s]) for s in splits},
         "used": sum(len(v) for v in scan.items.values()),
+        "excluded": len(scan.excluded),
         "skipped_count": len(scan.skipped),
         "skipped_by_reason": dict(sorted(Counter(s.reason for s in scan.skipped).items())),
         "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in scan.skipped],
@@ -40,4 +41,15 @@ def data_report(scan: Scan, cfg: DataConfig) -> dict:
         "warnings": list(scan.warnings),
         "problems": list(scan.problems),
         "cache": scan.counters.as_dict(),
+    }
+
+
+def data_summary(report: dict) -> dict:
+    """The few facts `train` shows before training starts (stderr, and "data" in --json), from `data_report`."""
+    conflicting = [d for d in report["duplicates"] if len(set(d["classes"])) > 1]
+    return {
+        "used": report["used"], "classes": len(report["classes"]), "splits": report["splits"],
+        "skipped": report["skipped_count"], "skipped_by_reason": report["skipped_by_reason"],
+        "duplicates": len(report["duplicates"]) - len(conflicting), "conflicting_labels": len(conflicting),
+        "leakage": len(report["leakage"]), "warnings": report["warnings"],
     }

@@ -73,6 +73,7 @@ class Scan:
     stats: dict = field(default_factory=dict)
     image_size: int = 0
     counters: Counters = field(default_factory=Counters)
+    excluded: list[str] = field(default_factory=list)  # relpaths left out by data.exclude
 
     @property
     def ok(self) -> bool:
@@ -102,7 +103,8 @@ def scan_folder(
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise UserError(f"data.dir '{root}' does not exist; allowed: a folder of class subfolders or train/ val/ [test/]")
+        where = "" if root.is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise UserError(f"data.dir '{root}' does not exist{where}; allowed: a folder of class subfolders or train/ val/ [test/]")
     if not root.is_dir():
         raise UserError(f"data.dir '{root}' is a file; allowed: a folder of class subfolders or train/ val/ [test/]")
     cache = cache or DecodeCache(root, cfg.cache_dir)
@@ -190,7 +192,8 @@ def _plan(root: Path, layout: str, candidates, class_dirs, facts: dict[str, Fact
         warnings.append(f"{len(leakage)} image{'s' * (len(leakage) != 1)} appear in more than one split (leakage); see the report")
     conflicting = [d for d in duplicates if len(set(d["classes"])) > 1]
     if conflicting:
-        warnings.append(f"{len(conflicting)} identical image{'s' * (len(conflicting) != 1)} carry different class labels")
+        warnings.append(f"{len(conflicting)} image{'s' * (len(conflicting) != 1)} filed under more than one class "
+                        f"(identical files with different labels; their paths are under 'duplicates' in the report)")
     return {"classes": classes, "items": items, "skipped": skipped, "warnings": warnings, "problems": problems,
             "empty_errors": empty_errors, "leakage": leakage, "duplicates": duplicates}
 

@@ -30,7 +30,7 @@ from resnet_tl.evaluation.html_report import write_report
 from resnet_tl.evaluation.metrics import classification_metrics, resolve_top_k
 from resnet_tl.evaluation.plots import plot_confusion, plot_reliability
 from resnet_tl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from resnet_tl.formats import file_kinds
+from resnet_tl.formats import detect_format, file_kinds
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.models.batched import predict_probs
 from resnet_tl.inference.calibration import calibration_report, load_calibration
@@ -42,9 +42,13 @@ SPLITS = ("val", "test")
 
 
 # ------------------------------------------------------------ eval folder
-def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
+def write_eval(out_dir: str | Path, result: dict, images=None, classifier=None) -> Path:
     """metrics.json, confusion_matrix.csv/.png, reliability.png, misclassified.csv and the
-    misclassified images (from `images`, the uint8 arrays the model saw) in `out_dir`."""
+    misclassified images (from `images`, the uint8 arrays the model saw) in `out_dir`.
+
+    classifier: the Keras classifier, when there is one: each misclassified image also gets
+    misclassified/<rank>_gradcam.png, its Grad-CAM for the predicted and for the true class side by side.
+    """
     out_dir = Path(out_dir)
     thumbs = out_dir / "misclassified"
     written = set()
@@ -54,8 +58,10 @@ def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
             atomic_write_bytes(thumbs / name, png_bytes(np.asarray(images[m["index"]])))
             m["image"] = f"misclassified/{name}"
             written.add(name)
+        if classifier is not None and result["misclassified"]:
+            written |= _gradcam_pairs(classifier, images, result, thumbs)
     if thumbs.is_dir():  # images of an earlier evaluation that this one did not list (only names we write)
-        for old in thumbs.glob("[0-9][0-9][0-9][0-9].png"):
+        for old in [*thumbs.glob("[0-9][0-9][0-9][0-9].png"), *thumbs.glob("[0-9][0-9][0-9][0-9]_gradcam.png")]:
             if old.name not in written:
                 old.unlink()
     atomic_write_json(out_dir / "metrics.json", result, indent=2)
@@ -67,6 +73,28 @@ def write_eval(out_dir: str | Path, result: dict, images=None) -> Path:
         atomic_write_bytes(out_dir / "reliability.png",
                            plot_reliability(cal["reliability_before"], cal["reliability_after"], cal["temperature"]))
     return out_dir
+
+
+def _gradcam_pairs(classifier, images, result: dict, thumbs: Path) -> set[str]:
+    """misclassified/<rank>_gradcam.png: heatmaps of the predicted and the true class, side by side."""
+    from resnet_tl.inference.explain import side_by_side
+    from resnet_tl.inference.gradcam import GradCam  # imports Keras: only when a Keras model is at hand
+
+    wrong = result["misclassified"]
+    classes = result["classes"]
+    x = np.stack([np.asarray(images[m["index"]]) for m in wrong])
+    cam = GradCam(classifier)
+    predicted = cam(x, [classes.index(m["predicted"]) for m in wrong])[0]
+    true = cam(x, [classes.index(m["true"]) for m in wrong])[0]
+    names = set()
+    for rank, (m, hp, ht) in enumerate(zip(wrong, predicted, true), start=1):
+        name = f"{rank:04d}_gradcam.png"
+        buf = io.BytesIO()
+        side_by_side(x[rank - 1], [(hp, f"pred {m['predicted']}"), (ht, f"true {m['true']}")]).save(buf, "PNG")
+        atomic_write_bytes(thumbs / name, buf.getvalue())
+        m["gradcam"] = f"misclassified/{name}"
+        names.add(name)
+    return names
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -108,7 +136,7 @@ def evaluate_in_memory(classifier, ds, cfg: EvaluateConfig, out_dir: str | Path,
         misclassified=cfg.misclassified, paths=paths,
     )
     result = {"split": split, **result, "calibration": calibration_report(probs, y, temperature)}
-    write_eval(out_dir, result, x)
+    write_eval(out_dir, result, x, classifier)
     return result
 
 
@@ -157,6 +185,7 @@ def evaluate(
     if not Path(target).exists():
         raise UserError(f"'{target}' not found; allowed: a run folder or a model file ({file_kinds()})")
     if data is None and not is_run(target):
+        detect_format(target)  # a folder that is neither a run nor a model says so, before asking for --data
         raise UserError(f"--data: required with a model file ('{target}'); allowed: a folder of class subfolders or train/ val/ [test/]")
     t = _open_target(target, labels)
     root = Path(data if data is not None else t.data_cfg.dir)
@@ -188,10 +217,19 @@ def evaluate(
     result = {"model": str(target), "format": t.format, "split": split, "data": str(root), "tta": tta,
               "seconds": round(seconds, 3), **result,
               "calibration": _calibration(probs, y, cal.temperature if cal else None, tta)}
-    write_eval(out_dir, result, x)
+    write_eval(out_dir, result, x, _keras_classifier(t))
     if t.run is not None:
         write_report(t.run.root)
     return {**result, "out_dir": str(out_dir)}
+
+
+def _keras_classifier(t: _Target):
+    """The Keras classifier of a run or .keras file (for Grad-CAM), else None: other formats have no gradients here."""
+    if t.format != "keras" or t.model_path is None:
+        return None
+    from resnet_tl.kerasenv import keras_module
+
+    return keras_module().saving.load_model(t.model_path)
 
 
 def _calibration(probs, y, temperature: float | None, tta: bool) -> dict:

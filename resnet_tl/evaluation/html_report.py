@@ -99,6 +99,9 @@ def render_report(paths: RunPaths) -> str:
     for split_dir in sorted(paths.eval_root.glob("*/metrics.json")):
         body.append(_eval_section(split_dir.parent))
     body.append(_section("Data", _data(read_json(paths.data_report))))
+    audit = read_json(paths.audit / "audit.json")
+    if audit:
+        body.append(_section("Data audit", _audit(paths.audit, audit), "audit"))
     body.append(_section("Recipe", f"<pre class='recipe'>{e(recipe_text or '(no recipe.yaml)')}</pre>"))
     return _PAGE.format(title=e(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
 
@@ -206,7 +209,12 @@ def _gallery(folder: Path, wrong: list[dict]) -> str:
     cards = []
     for m in wrong:
         img = folder / m["image"] if m.get("image") else None
+        cam = folder / m["gradcam"] if m.get("gradcam") else None
+        if cam is not None and cam.is_file():  # the image under the predicted class's and the true class's heatmaps
+            img = cam
         pic = _img(img, f"{m['true']} predicted as {m['predicted']}", "thumb") if img is not None and img.is_file() else "<div class='thumb missing'>no image</div>"
+        if cam is not None and cam.is_file():
+            pic = pic.replace("class='thumb", "class='thumb pair", 1)
         name = Path(m["path"]).name if m.get("path") else f"#{m['index']}"
         cards.append(
             f"<figure>{pic}<figcaption><span class='true'>true: {e(m['true'])}</span><br>"
@@ -237,6 +245,33 @@ def _data(report: dict | None) -> str:
         parts.append("<p>Skipped: " + ", ".join(f"{e(k)} {e(v)}" for k, v in by_reason.items()) + "</p>")
     for w in report.get("warnings", []):
         parts.append(f"<p class='warn'>warning: {e(w)}</p>")
+    return "\n".join(parts)
+
+
+def _audit(folder: Path, doc: dict) -> str:
+    """Counts and thumbnails of `resnet-tl data audit --run` (RUN/audit/audit.json)."""
+    e, c = _esc, doc.get("counts", {})
+    summary = (f"<p><code>{e(doc.get('root'))}</code>, {e(doc.get('images'))} images, features of {e(doc.get('model'))}: "
+               f"<b>{e(c.get('label_errors'))}</b> suspected label errors, <b>{e(c.get('duplicates'))}</b> near-duplicate pairs "
+               f"({e(c.get('duplicates_across_splits'))} across splits), <b>{e(c.get('outliers'))}</b> outliers. "
+               f"All of them: <code>audit/audit.csv</code>; links by finding in <code>audit/</code>.</p>")
+    parts = [summary]
+
+    def pic(rel, alt):
+        path = folder / rel if rel else None
+        return _img(path, alt, "thumb") if path is not None and path.is_file() else ""
+
+    for kind, title, caption in (
+        ("label_errors", "Suspected label errors", lambda r: (f"<span class='true'>given: {e(r['given'])} ({r['given_probability']:.2f})</span><br>"
+                                                              f"<span class='pred'>suggested: {e(r['suggested'])} ({r['suggested_probability']:.2f})</span>")),
+        ("duplicates", "Near-duplicates", lambda r: f"{e(r['split'])} / {e(r['other_split'])}, cosine {r['cosine']:.3f}, by {e(r['by'])}"),
+        ("outliers", "Outliers", lambda r: f"{e(r['given'])}, centroid similarity {r['similarity']:.2f}"),
+    ):
+        cards = [(f"<figure>{pic(r.get('thumb'), kind)}{pic(r.get('other_thumb'), kind)}<figcaption>{caption(r)}<br>"
+                  f"<span class='path' title='{e(r['path'])}'>{e(Path(r['path']).name)}</span></figcaption></figure>")
+                 for r in doc.get(kind, []) if r.get("thumb")]
+        if cards:
+            parts.append(f"<h3>{title} ({len(doc.get(kind, []))})</h3><div class='gallery'>{''.join(cards)}</div>")
     return "\n".join(parts)
 
 
@@ -304,6 +339,7 @@ img.wide { max-width: 100%; height: auto; border: 1px solid #eee; }
 figure { margin: 0; width: 140px; font-size: 12px; }
 img.thumb, .thumb.missing { width: 128px; height: 128px; object-fit: contain; background: #fafafa; border: 1px solid #ddd; display: block; }
 img.thumb.small { image-rendering: pixelated; }
+img.thumb.pair { width: 268px; } figure:has(img.pair) { width: 272px; }
 .true { color: #1a7f37; } .pred { color: #b42318; } .path { color: #666; word-break: break-all; }
 .note { color: #666; } .warn { color: #9a6700; }
 pre.recipe { background: #f6f6f6; padding: 10px; overflow-x: auto; font-size: 12px; }

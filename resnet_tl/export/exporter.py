@@ -11,8 +11,11 @@ preprocessing note, the run's calibration temperature), ``labels.txt`` and
 split, streamed in batches, and held to the gates of `resnet_tl.export.parity`.
 The ``.keras`` artifact is the run's own file, so it is loaded and run but
 gated on nothing. Each artifact's ``gates`` record which figures were gated,
-against what. A failed gate keeps the files, marks them ``"check": "failed"``
-in the manifest and raises `ExportCheckFailed` last.
+against what, with the sample's one-sided 95% bounds. A full-int8 .tflite that
+fails in LiteRT is repaired when it can be (`resnet_tl.export.int8_repair`).
+A failed gate keeps the files, marks them ``"check": "failed"`` in the
+manifest (merged with earlier exports' entries) and raises `ExportCheckFailed`
+last, with how to go on.
 
 Every ``.tflite`` carries TFLite Model Metadata and its labels
 (`resnet_tl.formats.tflite_metadata`), and gets a second parity row: MediaPipe's

@@ -88,7 +88,9 @@ def detect_format(path: str | Path) -> str:
         for name, f in FORMATS.items():
             if f.is_folder is not None and f.is_folder(p):
                 return name
-        raise UserError(f"model '{p}': a folder that holds no model; allowed: {file_kinds()}")
+        folders = " or ".join(f.title for f in FORMATS.values() if f.is_folder is not None)
+        raise UserError(f"model '{p}': not a run folder (no model.keras) and not a {folders} folder; "
+                        f"allowed: a run folder, {file_kinds()}")
     if not p.exists():
         raise UserError(f"model '{p}': no such file or folder")
     for name, f in FORMATS.items():

@@ -6,7 +6,9 @@ posts the raw upload gets what training saw:
 - EXIF orientation (tag 0x0112 in a JPEG's APP1 "Exif" segment) is applied;
 - alpha is composited on white (RGBA and grey+alpha PNG/WebP);
 - grey becomes RGB; animated files use their first frame;
-- the whole image is resized to S x S, bilinear with antialiasing.
+- the whole image is resized to S x S, bilinear with antialiasing, or, for a
+  run trained with ``data.resize: bilinear``, as `resnet_tl.data.decode.bilinear_resize`
+  (OpenCV's warpPerspective: corners onto corners, no antialiasing).
 
 Where the graph cannot match Pillow exactly: Pillow decodes large JPEGs at a
 reduced DCT scale (`draft`) and shrinks in two steps (`reducing_gap`), so
@@ -20,14 +22,38 @@ from __future__ import annotations
 _ORIENTATION_TAG = 0x0112
 
 
-def decode_image_bytes(tf, data, size: int):
-    """A scalar string tensor of JPEG/PNG/GIF/BMP/WebP bytes -> uint8 (size, size, 3)."""
+def decode_image_bytes(tf, data, size: int, resize: str = "antialias"):
+    """A scalar string tensor of JPEG/PNG/GIF/BMP/WebP bytes -> uint8 (size, size, 3); resize: data.resize."""
     img = tf.io.decode_image(data, channels=0, expand_animations=False)  # native channels: 1, 2, 3 or 4
     img = tf.cast(img, tf.float32)
     img = _on_white(tf, img)
     img = _orient(tf, img, exif_orientation(tf, data))
-    img = tf.image.resize(img, [size, size], method="bilinear", antialias=True)
+    if resize == "bilinear":
+        img = _corner_bilinear(tf, img, size)
+    else:
+        img = tf.image.resize(img, [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+
+
+def _corner_bilinear(tf, img, size: int):
+    """float (H, W, 3) -> (size, size, 3): output pixel x samples source x * W / size, neighbours
+    clamped to the edge; what `resnet_tl.data.decode.bilinear_resize` computes (tf.image.resize's
+    bilinear samples half-pixel centres instead, a shift of up to half a source pixel per output pixel)."""
+    def axis(n):
+        pos = tf.cast(tf.range(size), tf.float64) * (tf.cast(n, tf.float64) / size)
+        lo = tf.floor(pos)
+        frac = tf.cast(pos - lo, tf.float32)
+        lo = tf.cast(lo, tf.int32)
+        return tf.clip_by_value(lo, 0, n - 1), tf.clip_by_value(lo + 1, 0, n - 1), frac
+
+    y0, y1, fy = axis(tf.shape(img)[0])
+    x0, x1, fx = axis(tf.shape(img)[1])
+    rows0, rows1 = tf.gather(img, y0), tf.gather(img, y1)
+
+    def cols(rows):
+        return tf.gather(rows, x0, axis=1) * (1 - fx)[None, :, None] + tf.gather(rows, x1, axis=1) * fx[None, :, None]
+
+    return cols(rows0) * (1 - fy)[:, None, None] + cols(rows1) * fy[:, None, None]
 
 
 def _on_white(tf, img):

@@ -22,8 +22,8 @@ def write(ctx: WriteContext, dest: Path, quantize: str) -> None:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
-        # As training decodes: EXIF orientation, alpha on white, whole image squashed to s x s.
-        images = tf.map_fn(lambda data: decode_image_bytes(tf, data, s), image_bytes,
+        # As training decodes: EXIF orientation, alpha on white, whole image squashed to s x s by data.resize.
+        images = tf.map_fn(lambda data: decode_image_bytes(tf, data, s, ctx.resize), image_bytes,
                            fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
         return {"probabilities": model(tf.cast(images, tf.float32), training=False)}
 

@@ -28,6 +28,7 @@ from resnet_tl.cpus import usable_cpus
 from resnet_tl.data.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, PILLOW_MAX_PIXELS, DecodeError, decode_bytes
 from resnet_tl.errors import UserError
 from resnet_tl.fileio import atomic_write_bytes
+from resnet_tl.formats import detect_format
 from resnet_tl.formats.predictor import load_predictor
 from resnet_tl.inference.calibration import load_calibration
 from resnet_tl.inference.inputs import iter_inputs, read_source
@@ -233,6 +234,8 @@ def predict_stream(
         raise UserError(f"--top-k: received {top_k}; allowed: 1 or more")
     if batch_size < 1:
         raise UserError(f"--batch-size: received {batch_size}; allowed: 1 or more")
+    model_path, run = resolve_model(model)
+    detect_format(model_path)  # the first argument first: a folder that is no model says so before PATH is searched
     if max_pixels is not None and not 1 <= max_pixels <= PILLOW_MAX_PIXELS:
         raise UserError(f"--max-pixels: received {max_pixels}; allowed: 1 to {PILLOW_MAX_PIXELS} (Pillow refuses more)")
     if tta and threshold is not None and str(threshold).strip().lower() == "auto":
@@ -248,7 +251,6 @@ def predict_stream(
         raise UserError(f"PATH: received {', '.join(inputs)}; found no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in them")
     if output is not None:
         check_output(Path(output), inputs, fmt or "csv")
-    model_path, run = resolve_model(model)
     recipe = load_recipe(str(run.recipe), []) if run is not None else None
     if max_pixels is None:
         max_pixels = recipe.data.max_pixels if recipe is not None else DEFAULT_MAX_PIXELS
@@ -271,7 +273,10 @@ def confidence_rule(model, threshold: float | str | None, min_precision: float |
             raise UserError(f"--min-precision {min_precision}: needs --threshold auto")
         return None, None
     if str(threshold).strip().lower() == "auto":
-        if min_precision is None or not 0 < float(min_precision) <= 1:
+        if min_precision is None:
+            raise UserError("--threshold auto: needs --min-precision P, the precision (0 < P <= 1) that images above "
+                            "the threshold reach on the validation split, e.g. --threshold auto --min-precision 0.9")
+        if not 0 < float(min_precision) <= 1:
             raise UserError(f"--min-precision: received {min_precision}; allowed with --threshold auto: a number in (0, 1]")
 
         cal = load_calibration(model)

@@ -44,7 +44,7 @@ def convert(ref: str, out: str | Path, backbone: str | None = None, image_size: 
     tensors, path = read_checkpoint(ref)
     inferred = infer_backbone(tensors)
     if backbone is not None:
-        check_backbone(inferred, backbone, ref)
+        check_backbone(inferred, backbone, ref, option="--backbone")
     if "fc.weight" not in tensors:
         raise UserError(f"weights convert: '{ref}' has no classifier (fc.weight); a headless checkpoint can only "
                         f"start a fine-tune: --set model.weights={ref}")

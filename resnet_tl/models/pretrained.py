@@ -34,6 +34,7 @@ import numpy as np
 
 from resnet_tl.errors import UserError, one_line
 from resnet_tl.models.backbones import BACKBONES, names
+from resnet_tl.models.fetch import fetch_hf
 from resnet_tl.models.weights import CHECKPOINT_SUFFIXES, HF_PREFIX
 
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # Keras order: gamma, beta, mean, variance
@@ -124,35 +125,6 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def fetch_hf(ref: str) -> Path:
-    """hf://<org>/<model> -> local path of its model.safetensors, through huggingface_hub's own cache."""
-    repo = ref[len(HF_PREFIX):].strip("/")
-    if repo.count("/") != 1:
-        raise UserError(f"model.weights: received '{ref}'; allowed: hf://<org>/<model>, e.g. hf://timm/resnet18.a1_in1k")
-    filename = "model.safetensors"
-    url = f"https://huggingface.co/{repo}/resolve/main/{filename}"
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-    except ImportError:
-        raise UserError(
-            f"model.weights: '{ref}' needs huggingface_hub: pip install \"resnet-tl[hub]\"; "
-            f"or download {url} and pass its path"
-        ) from None
-    offline = (f"could not fetch '{ref}' (offline?); on a machine that is online, download {url}, copy it here "
-               f"and use its path instead, e.g. --set model.weights=/path/to/{filename}")
-    try:
-        return Path(hf_hub_download(repo_id=repo, filename=filename))
-    except LocalEntryNotFoundError:  # offline and not in the cache (a subclass of EntryNotFoundError)
-        raise UserError(f"model.weights: {offline}") from None
-    except (RepositoryNotFoundError, EntryNotFoundError) as exc:
-        raise UserError(f"model.weights: '{ref}': the Hugging Face Hub has no {filename} there ({type(exc).__name__})") from None
-    except Exception as exc:
-        # No network: OfflineModeIsEnabled or the HTTP client's connection
-        # error, whose types depend on the huggingface_hub version.
-        raise UserError(f"model.weights: {offline} ({type(exc).__name__})") from None
-
-
 # ---------------------------------------------------------- architecture
 def infer_backbone(tensors: dict[str, np.ndarray]) -> str:
     """Our backbone name for a timm/torchvision ResNet state dict, from its tensor names and block counts."""
@@ -177,16 +149,19 @@ def infer_backbone(tensors: dict[str, np.ndarray]) -> str:
                     f"{'-'.join(map(str, depths))}; allowed: {known}")
 
 
-def check_backbone(inferred: str, wanted: str, source: str) -> None:
-    """UserError when the checkpoint's architecture is not the backbone asked for."""
+def check_backbone(inferred: str, wanted: str, source: str, option: str = "model.backbone") -> None:
+    """UserError when the checkpoint's architecture is not the backbone asked for.
+
+    option: how the user chose the backbone: the recipe key (`train`) or "--backbone" (`weights convert`).
+    """
     if inferred == wanted:
         return
     hint = ""
     if wanted in ("resnet50", "resnet101", "resnet152") and inferred == wanted + "v1.5":
         hint = (f" (torchvision and timm build v1.5: the stride on the 3x3 conv; '{wanted}' is keras.applications' v1 "
                 f"with the stride on the first 1x1 conv, so these weights do not fit it)")
-    raise UserError(f"model.backbone: received '{wanted}', but '{source}' holds a '{inferred}'{hint}; "
-                    f"allowed: --set model.backbone={inferred}")
+    fix = f"--set model.backbone={inferred}" if option == "model.backbone" else f"{option} {inferred} (or leave it out: inferred)"
+    raise UserError(f"{option}: received '{wanted}', but '{source}' holds a '{inferred}'{hint}; allowed: {fix}")
 
 
 def expected_tensors(backbone: str, classes: int | None = None) -> dict[str, tuple[int, ...]]:

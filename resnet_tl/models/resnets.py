@@ -10,7 +10,6 @@ runs under the TensorFlow and JAX backends alike.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from resnet_tl.errors import UserError, one_line
 from resnet_tl.kerasenv import keras_module
 from resnet_tl.models import pretrained
 from resnet_tl.models.backbones import BACKBONES, BackboneSpec, names, spec_of
+from resnet_tl.models.fetch import imagenet_unavailable
 from resnet_tl.models.weights import parse_weights
 
 keras = keras_module()
@@ -101,12 +101,7 @@ def _imagenet_backbone(spec: BackboneSpec, image_size: int) -> keras.Model:
         offline = "URL fetch failure" in text or isinstance(exc, OSError) or isinstance(exc.__context__, OSError)
         if not (offline or "file hash does not match" in text):
             raise
-        cache = Path(os.environ.get("KERAS_HOME", "~/.keras")) / "models"
-        raise UserError(
-            f"model.weights: could not download the ImageNet weights for '{spec.name}' ({one_line(exc)}); "
-            f"pass a local file with --set model.weights=PATH, or copy Keras's "
-            f"{spec.name}_weights_tf_dim_ordering_tf_kernels_notop.h5 into {cache}, where Keras picks it up"
-        ) from exc
+        raise imagenet_unavailable(spec.name, one_line(exc)) from exc
 
 
 # ------------------------------------------------- basic-block ResNets (ours)

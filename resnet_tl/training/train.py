@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from resnet_tl import faults
 from resnet_tl.data import load_dataset
-from resnet_tl.data.data_report import data_report
+from resnet_tl.data.data_report import data_report, data_summary
 from resnet_tl.errors import Interrupted, UserError
 from resnet_tl.fileio import atomic_write_json, atomic_write_text
 from resnet_tl.globalstate import preserved
@@ -33,6 +33,7 @@ from resnet_tl.kerasenv import keras_module
 from resnet_tl.models import weights
 from resnet_tl.models.backbones import BACKBONES
 from resnet_tl.models.classifier import build_classifier
+from resnet_tl.models.fetch import fetch_weights
 from resnet_tl.recipe import Recipe, dump_recipe, locked_view
 from resnet_tl.runs import (
     RunPaths,
@@ -80,13 +81,14 @@ class TrainResult:
     phases: list[dict] = field(default_factory=list)
     distribution: dict = field(default_factory=dict)  # distribute, num_replicas, process_id, num_processes
     model: Any = None  # the trained classifier (best weights), a keras.Model
+    data: dict = field(default_factory=dict)  # data_report.data_summary of the scan (empty for in-memory datasets)
     lr_find: list[dict] = field(default_factory=list)  # the rates lr: find chose (lr_find.json)
 
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir), "metrics": self.metrics, "best_epoch": self.best_epoch,
             "seconds": round(self.seconds, 2), "precision": self.precision, "backend": self.backend,
-            "epochs": len(self.history), "phases": self.phases, "distribution": self.distribution,
+            "epochs": len(self.history), "phases": self.phases, "distribution": self.distribution, "data": self.data,
             "lr_find": self.lr_find,
         }
 
@@ -126,6 +128,9 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
     run_name = name or default_run_name(recipe.name)
     if resume is None and setup.is_chief:
         check_new_run(out, run_name)  # before minutes of decoding, not after
+    if resume is None or last_epoch(open_run(resume)) == 0:  # a checkpoint holds every weight
+        # Downloads (and offline, told in seconds) before the run folder exists: no failed run left behind.
+        fetch_weights(recipe.model.weights, recipe.model.backbone)
     if dataset is None:
         dataset = load_dataset(recipe.data)
     if setup.num_processes > 1 and resume is not None:
@@ -136,11 +141,15 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
         recipe, found = resolve_found_rates(recipe, dataset, progress=progress)
     if not setup.is_chief:
         return _run_worker(recipe, dataset, setup, t_start)
+    notify = progress or (lambda event: None)
+    summary = data_summary(data_report(dataset.scan, recipe.data)) if getattr(dataset, "scan", None) is not None else {}
+    if summary:
+        notify({"event": "data", **summary})  # skipped files and warnings on screen, before any epoch
     paths, state = _new_or_resumed_run(recipe, out, run_name, resume, dataset)
     found_rows = record_found_rates(paths.root, found) if found else []
-    notify = progress or (lambda event: None)
     try:
         result = _run(recipe, paths, state, dataset, setup, notify, t_start)
+        result.data = summary
         result.lr_find = found_rows
         return result
     except KeyboardInterrupt:
@@ -179,6 +188,8 @@ def _new_or_resumed_run(recipe: Recipe, out, name, resume, ds) -> tuple[RunPaths
         write_labels(paths.labels, list(ds.classes))
         if getattr(ds, "scan", None) is not None:
             atomic_write_json(paths.data_report, data_report(ds.scan, recipe.data))
+            if ds.scan.excluded:  # the list as it was used: the file named in the recipe may change later
+                atomic_write_text(paths.excluded, "".join(f"{p}\n" for p in ds.scan.excluded))
         write_status(paths, "running", locked=locked_view(recipe))
         return paths, None
     paths = open_run(resume)
@@ -207,7 +218,9 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
 
     keras.utils.set_random_seed(tc.seed)
     with setup.scope():
-        classifier = build_classifier(recipe.model, n_classes, dc.image_size)
+        # Resumed from a checkpoint, which restores every weight: the pretrained ones need no download.
+        model_cfg = recipe.model if ckpt is None else recipe.model.model_copy(update={"weights": "none"})
+        classifier = build_classifier(model_cfg, n_classes, dc.image_size)
         augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed)
         ema = WeightEMA(classifier, tc.ema) if tc.ema else None
     state = _restore(ckpt, classifier, augmenter, phases, tc.patience, ema)
@@ -281,10 +294,11 @@ def _record_epoch(state: RunState, row: dict, phase, e: int, tc) -> bool:
 
 
 def stored_recipe(recipe: Recipe) -> Recipe:
-    """`recipe` as a run folder stores it: data.dir, data.cache_dir and a model.weights
-    file made absolute (against the current folder)."""
+    """`recipe` as a run folder stores it: data.dir, data.cache_dir, data.exclude and a
+    model.weights file made absolute (against the current folder)."""
     data = {"dir": str(Path(recipe.data.dir).expanduser().resolve())}
-    if recipe.data.cache_dir is not None:
-        data["cache_dir"] = str(Path(recipe.data.cache_dir).expanduser().resolve())
+    for key in ("cache_dir", "exclude"):
+        if getattr(recipe.data, key) is not None:
+            data[key] = str(Path(getattr(recipe.data, key)).expanduser().resolve())
     model = recipe.model.model_copy(update={"weights": weights.absolute(recipe.model.weights)})
     return recipe.model_copy(update={"data": recipe.data.model_copy(update=data), "model": model})

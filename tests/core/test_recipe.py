@@ -61,7 +61,7 @@ def test_dump_round_trips(tmp_path):
         (["schedule.0.trian=head"], "did you mean 'train'"),
         (["schedule.7.epochs=1"], "schedule.7"),
         (["train.precision=fp16"], "'mixed_float16'"),
-        (["nonsense"], "expected KEY=VALUE"),
+        (["nonsense"], "--set 'nonsense': received no '='"),
     ],
 )
 def test_errors_name_key_value_and_allowed(overrides, needle):

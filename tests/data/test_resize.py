@@ -71,3 +71,16 @@ def test_a_model_file_reports_the_resize_its_run_trained_with(shared_run, tmp_pa
     recipe["data"]["resize"] = "bilinear"
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert load_predictor(run / "model.keras").resize == "bilinear"
+
+
+def test_the_savedmodel_bytes_signature_resizes_a_bilinear_run_the_same_way(tmp_path):
+    from resnet_tl.data.decode import decode_bytes
+    from resnet_tl.formats.context import tensorflow
+    from resnet_tl.formats.graph_decode import decode_image_bytes
+
+    tf = tensorflow()
+    img = _stripes(tmp_path / "s.png", w=301, h=203)
+    data = (tmp_path / "s.png").read_bytes()
+    graph = decode_image_bytes(tf, tf.constant(data), 40, "bilinear").numpy()
+    np.testing.assert_allclose(graph, _mediapipe_resize(img, 40), atol=1)
+    np.testing.assert_allclose(graph, decode_bytes(data, 40, resize="bilinear"), atol=1)

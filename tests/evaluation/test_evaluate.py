@@ -135,7 +135,9 @@ def test_training_wrote_the_val_eval_and_evaluate_rewrites_it(trained):
     assert len(wrong) == min(3, 10 - round(doc["accuracy"] * 10))
     for w in wrong:
         assert Path(w["path"]).is_file() and w["true"] != w["predicted"]
-    assert len(list((folder / "misclassified").glob("*.png"))) == len(wrong)
+    assert len(list((folder / "misclassified").glob("[0-9][0-9][0-9][0-9].png"))) == len(wrong)
+    # a Keras run also gets each image's Grad-CAM for the predicted and the true class (issue 25)
+    assert len(list((folder / "misclassified").glob("*_gradcam.png"))) == len(wrong)
 
 
 def test_test_split_and_missing_test_split(trained):

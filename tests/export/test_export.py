@@ -295,7 +295,8 @@ def test_failed_check_exits_1_keeps_files_and_marks_them(trained, monkeypatch):
     doc = json.loads(r.stdout)
     assert doc["check"] == "failed"
     manifest = json.loads((run / "export" / "manifest.json").read_text())
-    art = next(a for a in manifest["artifacts"] if a["runtime"] == "litert")  # earlier exports' artifacts stay listed
+    # Earlier exports' artifacts stay listed first (the manifest merges); this export's come last.
+    art = [a for a in manifest["artifacts"] if a["runtime"] == "litert"][-1]
     assert art["check"] == "failed" and art["parity"]["agreement"] == 1.0
     assert (run / "export" / art["path"]).is_file()
     with pytest.raises(ExportCheckFailed, match="files kept"):

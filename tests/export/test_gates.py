@@ -89,3 +89,22 @@ def test_the_table_shows_the_interval_and_the_images_the_limit_needs(capsys, mon
     lo, hi = _one_sided(95, 96)
     assert "agree [lo, hi]" in text and f"0.990 [{lo:.3f}, {hi:.3f}]" in text
     assert "n=96 (0.995 needs 598)" in text and "[lo, hi]: each a one-sided" in text
+
+
+def test_the_table_lists_each_repair_attempt(capsys, monkeypatch, tmp_path):
+    import importlib
+
+    from resnet_tl.cli.common import out
+    from resnet_tl.export.exporter import Artifact, ExportResult
+
+    cli_export = importlib.import_module("resnet_tl.cli.export")
+    monkeypatch.setattr(out, "_width", 200)
+    attempts = [{"float_layers": [], "size_bytes": 1_000_000, "agreement": 0.5, "accuracy": 0.5, "latency_ms": 1.0, "passed": False},
+                {"float_layers": ["model/dense/MatMul"], "size_bytes": 1_200_000, "agreement": 1.0, "accuracy": 1.0,
+                 "latency_ms": 1.5, "passed": True}]
+    art = Artifact("tflite", "int8", "model_int8.tflite", "model_int8.json", "litert", note="int8 repaired: ...",
+                   repair={"passed": True, "float_layers": ["model/dense/MatMul"], "attempts": attempts, "ranked": {}})
+    cli_export._show(ExportResult(tmp_path, [art], {}, 0, 1.0), json_=False)
+    text = capsys.readouterr().out
+    assert "attempt 0: plain int8, 1.00 MB, agreement 0.5000, accuracy 0.5000, 1.00 ms, failed" in text
+    assert "attempt 1: 1 layer(s) in float, 1.20 MB, agreement 1.0000, accuracy 1.0000, 1.50 ms, passed" in text
