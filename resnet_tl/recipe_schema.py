@@ -148,6 +148,7 @@ class ModelConfig(_Section):
 
 
 # ----------------------------------------------------------------- schedule
+DECAYS = ("constant", "cosine", "linear", "onecycle")
 class PhaseConfig(_Section):
     """One phase of the freeze/unfreeze schedule; the model is recompiled between phases."""
 
@@ -157,9 +158,15 @@ class PhaseConfig(_Section):
         None, description="Stages that train: 'head', 'all' or a list such as [conv5, head]. Default (with no 'from'): all."
     )
     from_: str | None = Field(None, alias="from", description="Train this stage and every stage above it (and the head).")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs.")
-    decay: Literal["constant", "cosine", "linear"] = Field("constant", description="Learning-rate decay after warm-up.")
+    lr: Union[Annotated[float, Field(gt=0.0, le=10.0)], Literal["find"]] = Field(
+        1e-3, description="Peak learning rate, or 'find': lr-find's suggestion for this phase, found before the run "
+                          "(the run records the rule and the value in lr_find.json).")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from 0 to lr over this many epochs (onecycle: its cosine warm-up; default a quarter of the phase).")
+    decay: Literal[DECAYS] = Field(  # type: ignore[valid-type]
+        "constant",
+        description="Learning-rate decay after warm-up. onecycle: fastai's fit_one_cycle: cosine from lr/25 up to lr, "
+                    "cosine down to lr/1e5, momentum (SGD momentum, Adam beta_1) cycled 0.95 -> 0.85 -> 0.95.",
+    )
     optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Decoupled weight decay (adamw, sgd).")
@@ -189,7 +196,7 @@ class GradualConfig(_Section):
     lr: float = Field(1e-4, gt=0.0, le=10.0)
     head_lr: float = Field(1e-3, gt=0.0, le=10.0)
     optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
-    decay: Literal["constant", "cosine", "linear"] = "constant"
+    decay: Literal[DECAYS] = "constant"  # type: ignore[valid-type]
     lr_decay_per_stage: float = Field(1.0, gt=0.0, le=1.0)
     batchnorm: Literal["frozen", "train"] = "frozen"
 
@@ -225,6 +232,11 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed of weights init, shuffling and augmentation.")
     monitor: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="Metric that picks the best checkpoint and drives early stopping.")
     patience: int = Field(0, ge=0, description="Early stopping: epochs without improvement before stopping (0 = off).")
+    ema: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Exponential moving average of the weights, decay per step (e.g. 0.999; 0 = off), warmed up as "
+                    "min(ema, (1 + n) / (10 + n)) at step n. Validation, best epoch, calibration and model.keras use the average.",
+    )
     class_weight: Union[Literal["none", "balanced"], dict[str, Annotated[float, Field(gt=0)]]] = Field(
         "none", description="none | balanced | {class_name: weight}."
     )
@@ -291,9 +303,9 @@ def allowed_msg(value: Any, allowed: tuple[str, ...] | list[str]) -> str:
 # Keys that define what a checkpoint means; a resumed run may not change them.
 # data.augment: the augmenter's variables (its RNG state) are in the checkpoint;
 # train.monitor: best_value compares against it; train.precision: mixed_float16
-# adds loss-scale variables to the optimizer state.
+# adds loss-scale variables to the optimizer state; train.ema: the checkpoint holds the average or not.
 LOCKED_KEYS = ("model", "schedule", "data.image_size", "data.val_split", "data.seed", "data.augment",
-               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision")
+               "train.batch_size", "train.seed", "train.class_weight", "train.monitor", "train.precision", "train.ema")
 
 
 def locked_view(recipe: Recipe) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from resnet_tl.cli.bench import bench
 from resnet_tl.cli.evaluate import evaluate
 from resnet_tl.cli.export import export
 from resnet_tl.cli.info import info
+from resnet_tl.cli.lr_find import lr_find
 from resnet_tl.cli.predict import predict
 from resnet_tl.cli.train import train
 from resnet_tl.formats import titles
@@ -48,6 +49,7 @@ def _root(
 
 
 app.command(help="Fine-tune a ResNet on an image folder from a recipe.")(train)
+app.command(name="lr-find", help="Learning-rate range test of a recipe's phase: writes lr_find.png and suggests a rate.")(lr_find)
 app.command(help="Evaluate a run or a model file on a split; writes eval/<split>/ and refreshes report.html.")(evaluate)
 app.command(help=f"Export a run ({titles()}) and check each artifact in its runtime.")(export)
 app.command(help="Predict classes of image files, folders or globs with a run or a model file.")(predict)

@@ -71,10 +71,14 @@ def _render_plan(rows: list[dict]) -> None:
         t.add_column(name, overflow="fold")
     for r in rows:
         lr_decay = f", lr x{r['lr_decay_per_stage']:g} per stage down" if r["lr_decay_per_stage"] != 1 else ""
-        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), f"{r['lr']:g}",
+        t.add_row(str(r["phase"]), r["name"], r["epochs"], ", ".join(r["stages"]), _lr_cell(r["lr"]),
                   f"{r['optimizer']}, warm-up {r['warmup_epochs']:g}, {r['decay']}{lr_decay}, "
                   f"batchnorm {r['batchnorm']}, {_features_cell(r)}")
     out.print(t)
+
+
+def _lr_cell(lr) -> str:
+    return lr if isinstance(lr, str) else f"{lr:g}"  # 'find': lr-find decides before the run
 
 
 def _features_cell(row: dict) -> str:

@@ -141,3 +141,24 @@ def plot_reliability(before: dict, after: dict | None, temperature: float | None
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return _png(fig)
+
+
+def plot_lr_find(lrs, losses, smoothed, suggestion: float, min_div_10: float, title: str) -> bytes:
+    """lr-find's range test: loss against learning rate (log x), raw (faint) and smoothed,
+    the suggestion and the minimum / 10 marked as vertical lines."""
+    fig = _figure((6.4, 4.2))
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="#4c78a8", alpha=0.3, linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="#4c78a8", linewidth=2, label="smoothed")
+    ax.axvline(suggestion, color="#e45756", linestyle="--", label=f"suggestion {suggestion:.3g} (steepest)")
+    ax.axvline(min_div_10, color="0.4", linestyle=":", label=f"minimum / 10: {min_div_10:.3g}")
+    ax.set_xscale("log")
+    finite = [s for s in smoothed if np.isfinite(s)]
+    if finite:  # a diverging tail would squash the useful part of the curve
+        ax.set_ylim(min(finite) * 0.95 if min(finite) > 0 else min(finite), max(finite[0], min(finite)) * 1.5)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -3,11 +3,13 @@
 A run folder's ``checkpoint/`` holds three files, each written whole or not
 at all (`resnet_tl.fileio.atomic_path`):
     last.npz   every variable of the classifier ("model/00000", ...), of the
-               augmenter ("augment/...") and of the optimizer ("optimizer/..."),
-               plus "state": the JSON of a `RunState` (where training stands)
+               augmenter ("augment/..."), of the optimizer ("optimizer/...") and
+               of the weights' average with train.ema ("ema/..."), plus "state":
+               the JSON of a `RunState` (where training stands)
     prev.npz   the checkpoint before last.npz, kept in case last.npz is
                damaged later (a disk error, a bad copy): resume falls back to it
-    best.npz   the classifier's variables at the best epoch so far
+    best.npz   the classifier's variables at the best epoch so far (the
+               averaged ones with train.ema)
 
 Variables are stored in the model's own variable order, and shapes are checked
 on restore, so a checkpoint of another model is refused with one line.
@@ -25,7 +27,7 @@ import signal
 import warnings
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,7 @@ class RunState:
     is recorded as finished). optimizer_phase: the phase whose optimizer
     variables the checkpoint holds. best_value / best_epoch: of the monitored
     quantity; patience_left: early stopping's count within the phase.
+    ema_updates: steps the weights' average has taken (its warm-up counts them).
     """
     phase: int = 0
     epoch_in_phase: int = 0
@@ -58,6 +61,7 @@ class RunState:
     best_value: float | None = None
     best_epoch: int = 0
     patience_left: int | None = None
+    ema_updates: int = 0
     version: int = CHECKPOINT_VERSION
 
     def to_json(self) -> str:
@@ -85,15 +89,19 @@ def is_better(monitor: str, value: float, best: float | None) -> bool:
 
 
 # ------------------------------------------------------------------ writing
-def write_epoch(paths: RunPaths, state: RunState, classifier, augmenter, optimizer, improved: bool) -> None:
-    """Best weights (if improved), then the checkpoint, then history.csv; Ctrl-C waits."""
+def write_epoch(paths: RunPaths, state: RunState, classifier, augmenter, optimizer, improved: bool, ema=None) -> None:
+    """Best weights (if improved; the average with `ema`, a training.ema.WeightEMA), then
+    the checkpoint, then history.csv; Ctrl-C waits."""
     with defer_sigint():
         if improved:
-            save_arrays(paths.best_weights, variables_arrays("model/", classifier.variables))
+            with ema.applied() if ema is not None else nullcontext():
+                save_arrays(paths.best_weights, variables_arrays("model/", classifier.variables))
         arrays = variables_arrays("model/", classifier.variables)
         if augmenter is not None:
             arrays.update(variables_arrays("augment/", augmenter.variables))
         arrays.update(variables_arrays("optimizer/", optimizer.variables))
+        if ema is not None:
+            arrays.update(variables_arrays("ema/", ema.variables))
         arrays["state"] = np.array(state.to_json())
         keep_previous(paths.checkpoint, paths.previous_checkpoint)
         save_arrays(paths.checkpoint, arrays)

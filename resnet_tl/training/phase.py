@@ -17,12 +17,13 @@ from resnet_tl import faults
 from resnet_tl.data.batches import class_weights
 from resnet_tl.kerasenv import keras_module
 from resnet_tl.models.backbones import BACKBONES
-from resnet_tl.models.batched import predict_batched
+from resnet_tl.models.batched import predict_batched, predict_probs
 from resnet_tl.models.classifier import feature_extractor, head_of
 from resnet_tl.recipe import Recipe
 from resnet_tl.training.augment import build_augmenter, is_identity
 from resnet_tl.training.batches import keras_batches
 from resnet_tl.training.checkpoint import assign
+from resnet_tl.training.ema import EMAUpdate
 from resnet_tl.training.schedule import Phase, lr_at
 from resnet_tl.training.stages import phase_optimizer
 
@@ -37,9 +38,12 @@ class PhaseFitter:
     """One phase's compiled model and its batches: the head on cached features,
     or augmenter -> classifier on pixels. `train_one_epoch` is one `fit` call."""
 
-    def __init__(self, recipe: Recipe, phase: Phase, classifier, augmenter, ds, setup):
+    def __init__(self, recipe: Recipe, phase: Phase, classifier, augmenter, ds, setup, ema=None, learning_rate=None):
+        """ema: a training.ema.WeightEMA to update after every step; validation then scores
+        the averaged weights. learning_rate: replaces the phase's lr curve (lr-find)."""
         tc, dc, cfg = recipe.train, recipe.data, phase.config
         self.tc, self.phase, self.ds, self.setup = tc, phase, ds, setup
+        self.classifier, self.ema = classifier, ema
         self.n_classes = len(ds.classes)
         self.class_weight = class_weights(ds.y_train, list(ds.classes), tc.class_weight)
         self.mix = {"mixup": dc.augment.mixup, "cutmix": dc.augment.cutmix} if (dc.augment.mixup or dc.augment.cutmix) else None
@@ -74,7 +78,7 @@ class PhaseFitter:
         self.steps = len(keras_batches(ds.x_train, ds.y_train, self.n_classes, tc.batch_size, 0, True, setup=setup))
         with setup.scope():
             stages = BACKBONES[recipe.model.backbone].stages
-            self.optimizer = phase_optimizer(classifier, phase, stages, self.steps)
+            self.optimizer = phase_optimizer(classifier, phase, stages, self.steps, learning_rate)
             self.model.compile(
                 optimizer=self.optimizer,
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
@@ -94,16 +98,18 @@ class PhaseFitter:
         """Epoch `e` of this phase (0-based); returns its history row."""
         tc, cfg, ds = self.tc, self.phase.config, self.ds
         t0 = time.time()
-        x_tr = self.views[e % len(self.views)] if self.cached else ds.x_train
-        batches = keras_batches(x_tr, ds.y_train, self.n_classes, tc.batch_size, tc.seed + PHASE_SEED_STRIDE * self.phase.index,
-                                True, self.class_weight, self.mix, self.setup)
-        batches.set_epoch(e)
-        val_batches = keras_batches(self.val_inputs, ds.y_val, self.n_classes, tc.batch_size, tc.seed, False, setup=self.setup)
+        batches = self.epoch_batches(e)
+        val_batches = None if self.ema else keras_batches(self.val_inputs, ds.y_val, self.n_classes, tc.batch_size, tc.seed,
+                                                           False, setup=self.setup)
         cb = EpochNotifier(notify, self.phase, epoch_number, len(batches), tc.batch_size)
         # shuffle=False: our batches are already shuffled per (seed, phase, epoch);
         # Keras would reorder them again with the process-global `random`.
-        h = self.model.fit(batches, validation_data=val_batches, epochs=1, verbose=0, callbacks=[cb], shuffle=False)
+        callbacks = [cb] if self.ema is None else [EMAUpdate(self.ema), cb]
+        h = self.model.fit(batches, validation_data=val_batches, epochs=1, verbose=0,
+                           callbacks=callbacks, shuffle=False)
         logs = {k: float(v[-1]) for k, v in h.history.items()}
+        if self.ema is not None:
+            logs.update(self.ema_validation())
         return {
             "phase": self.phase.name, "epoch": epoch_number,
             "lr": float(f"{lr_at((e + 1) * self.steps - 1, self.steps, cfg):.6g}"),
@@ -111,6 +117,28 @@ class PhaseFitter:
             "val_loss": logs.get("val_ce"), "val_accuracy": logs.get("val_accuracy"),
             "seconds": round(time.time() - t0, 3),
         }
+
+
+    def epoch_batches(self, e: int):
+        """The training batches of epoch `e` of this phase (a PyDataset), in that epoch's order."""
+        tc, ds = self.tc, self.ds
+        x_tr = self.views[e % len(self.views)] if self.cached else ds.x_train
+        batches = keras_batches(x_tr, ds.y_train, self.n_classes, tc.batch_size, tc.seed + PHASE_SEED_STRIDE * self.phase.index,
+                                True, self.class_weight, self.mix, self.setup)
+        batches.set_epoch(e)
+        return batches
+
+    def ema_validation(self) -> dict:
+        """val_ce and val_accuracy of the averaged weights, through the whole classifier on
+        pixels: a cached phase's features came from the live backbone, not the average."""
+        with self.ema.applied():
+            probs = predict_probs(self.classifier, self.ds.x_val, self.tc.batch_size)
+        y = np.asarray(self.ds.y_val)
+        if not len(y):
+            return {"val_ce": float("nan"), "val_accuracy": float("nan")}
+        # Keras's CategoricalCrossentropy on probabilities clips them to [1e-7, 1 - 1e-7].
+        p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1 - 1e-7)
+        return {"val_ce": float(-np.mean(np.log(p_true))), "val_accuracy": float(np.mean(probs.argmax(1) == y))}
 
 
 def features(extractor, x, batch_size, augmenter) -> np.ndarray:

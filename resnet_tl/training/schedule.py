@@ -31,6 +31,7 @@ class Phase:
     stages: tuple[str, ...]  # stages that train, bottom to top
     cache_views: int = 0  # views of the training set in the feature cache; 0 = trains on live images
     augmented_views: bool = False  # whether those views are augmented
+    item: int = 0  # the recipe's schedule entry it came from (a `gradual` entry expands to several phases)
 
     @property
     def uses_feature_cache(self) -> bool:
@@ -121,7 +122,7 @@ def expand_schedule(recipe: Recipe, stages: tuple[str, ...]) -> list[Phase]:
             idx = len(out)
             selected = select_stages(cfg, stages, where)
             out.append(Phase(idx, cfg.name or f"phase{idx}", cfg, selected,
-                             *feature_cache(cfg, selected, recipe.data.augment, where)))
+                             *feature_cache(cfg, selected, recipe.data.augment, where), item=i))
     warning = frozen_random_backbone(recipe.model.weights, out, stages)
     if warning:
         warnings.warn(warning, stacklevel=2)
@@ -141,14 +142,37 @@ def frozen_random_backbone(weights: str, phases: list[Phase], stages: tuple[str,
     return None
 
 
+# fastai's fit_one_cycle defaults: start at lr / 25, end at lr / 1e5, warm up over a
+# quarter of the phase, momentum 0.95 -> 0.85 -> 0.95.
+ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_PCT_START = 25.0, 1e5, 0.25
+ONECYCLE_MOMS = (0.95, 0.85, 0.95)
+
+
+def _combined_cos(pos, pct: float, start: float, middle: float, end: float, xp):
+    """fastai's combined_cos: cosine from start to middle over [0, pct), then middle to end."""
+    def cos(a, b, p):  # fastai's SchedCos
+        return a + (1.0 + xp.cos(math.pi * (1.0 - p))) * (b - a) / 2.0
+    rising = cos(start, middle, xp.clip(pos / pct, 0.0, 1.0))
+    falling = cos(middle, end, xp.clip((pos - pct) / (1.0 - pct), 0.0, 1.0))
+    return xp.where(pos < pct, rising, falling)
+
+
+def onecycle_pct(cfg: PhaseConfig) -> float:
+    """Fraction of a onecycle phase that warms up: warmup_epochs / epochs when set, else fastai's 0.25."""
+    return min(cfg.warmup_epochs / cfg.epochs, 0.99) if cfg.warmup_epochs else ONECYCLE_PCT_START
+
+
 def lr_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
     """The phase's learning rate after `step` optimizer steps: linear warm-up,
-    then constant, linear or cosine decay to 0 at the phase's end.
+    then constant, linear or cosine decay to 0 at the phase's end; or onecycle
+    (fastai's fit_one_cycle, at position step / total of the phase).
 
     xp: the array namespace to compute in (numpy, or keras.ops inside a
     compiled step), so the plotted and the applied rate are one formula.
     """
     total = float(max(1, cfg.epochs * steps_per_epoch))
+    if cfg.decay == "onecycle":
+        return _combined_cos(step / total, onecycle_pct(cfg), cfg.lr / ONECYCLE_DIV, cfg.lr, cfg.lr / ONECYCLE_FINAL_DIV, xp)
     warm = float(cfg.warmup_epochs * steps_per_epoch)
     if cfg.decay == "constant":
         decayed = cfg.lr + 0.0 * step
@@ -158,6 +182,14 @@ def lr_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
     if warm <= 0:
         return decayed
     return xp.where(step < warm, cfg.lr * (step + 1.0) / warm, decayed)
+
+
+def momentum_formula(step, steps_per_epoch: int, cfg: PhaseConfig, xp):
+    """onecycle's momentum after `step` optimizer steps (high while the rate is low); None for other decays."""
+    if cfg.decay != "onecycle":
+        return None
+    total = float(max(1, cfg.epochs * steps_per_epoch))
+    return _combined_cos(step / total, onecycle_pct(cfg), *ONECYCLE_MOMS, xp)
 
 
 def lr_at(step: float, steps_per_epoch: int, cfg: PhaseConfig) -> float:

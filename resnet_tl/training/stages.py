@@ -11,7 +11,7 @@ from resnet_tl.kerasenv import keras_module
 from resnet_tl.models.classifier import stage_layers
 from resnet_tl.recipe import PhaseConfig
 from resnet_tl.training.optimizers import OPTIMIZERS
-from resnet_tl.training.schedule import Phase, all_stages, lr_formula
+from resnet_tl.training.schedule import Phase, all_stages, lr_formula, momentum_formula
 
 keras = keras_module()
 from keras import ops  # noqa: E402
@@ -60,16 +60,26 @@ def make_lr_schedule(cfg: PhaseConfig, steps_per_epoch: int):
     return PhaseSchedule()
 
 
-def phase_optimizer(classifier, phase: Phase, stages: tuple[str, ...], steps_per_epoch: int):
-    """The optimizer a phase trains with: its optimizer row, lr curve and per-stage rates."""
-    return make_optimizer(phase.config, make_lr_schedule(phase.config, steps_per_epoch),
-                          lr_multipliers(classifier, phase, stages))
+def phase_optimizer(classifier, phase: Phase, stages: tuple[str, ...], steps_per_epoch: int, learning_rate=None):
+    """The optimizer a phase trains with: its optimizer row, lr curve and per-stage rates.
+
+    learning_rate: replaces the phase's own lr curve (lr-find's range test).
+    """
+    cfg = phase.config
+    cycle = None
+    if learning_rate is None and cfg.decay == "onecycle":
+        def cycle(step):
+            return momentum_formula(ops.cast(step, "float32"), steps_per_epoch, cfg, ops)
+    return make_optimizer(cfg, learning_rate if learning_rate is not None else make_lr_schedule(cfg, steps_per_epoch),
+                          lr_multipliers(classifier, phase, stages), cycle)
 
 
-def make_optimizer(cfg, learning_rate, multipliers: dict[str, float]):
+def make_optimizer(cfg, learning_rate, multipliers: dict[str, float], momentum_cycle=None):
     """The phase's optimizer (cfg: recipe.PhaseConfig); per-variable lr multipliers scale each update.
 
     learning_rate: a float or a Keras LearningRateSchedule (`schedule.make_lr_schedule`).
+    momentum_cycle: step -> momentum (one-cycle), applied to the optimizer row's `cycled`
+    attribute (SGD momentum, Adam beta_1) at every step; None keeps the recipe's.
 
     Keras optimizers take one learning rate; every optimizer routes each
     variable's update through `update_step(grad, var, lr)` on every backend,
@@ -83,7 +93,8 @@ def make_optimizer(cfg, learning_rate, multipliers: dict[str, float]):
     base = getattr(keras.optimizers, spec.keras_class)
     kwargs = {"learning_rate": learning_rate}
     if spec.momentum:
-        kwargs["momentum"] = cfg.momentum
+        # A cycled SGD needs its momentum buffers: Keras builds them only for momentum != 0.
+        kwargs["momentum"] = cfg.momentum or (0.9 if momentum_cycle else 0.0)
     decay = float(cfg.weight_decay) if spec.weight_decay else 0.0
     if spec.weight_decay:
         # Keras's AdamW defaults to 0.004; the recipe's 0.0 means none.
@@ -105,7 +116,23 @@ def make_optimizer(cfg, learning_rate, multipliers: dict[str, float]):
             if decay and len(keras_var.shape) > 1:
                 rate = ops.cast(learning_rate, variable.dtype) * decay
                 self.assign_sub(variable, variable * rate)
-            return super().update_step(gradient, variable, learning_rate)
+            if momentum_cycle is None:
+                return super().update_step(gradient, variable, learning_rate)
+            momentum = momentum_cycle(self.iterations)
+            if spec.cycled == "momentum":
+                # Keras's SGD update (velocity = m * velocity - lr * g; w += velocity) with this
+                # step's m: its own code tests `momentum != 0` in Python, which a traced m cannot answer.
+                velocity = self.momentums[self._get_variable_index(variable)]
+                lr = ops.cast(learning_rate, variable.dtype)
+                self.assign(velocity, velocity * ops.cast(momentum, variable.dtype) - ops.cast(gradient, variable.dtype) * lr)
+                return self.assign_add(variable, velocity)
+            # Adam reads beta_1 only through ops, so this step's value can stand in for the constant.
+            constant = getattr(self, spec.cycled)
+            object.__setattr__(self, spec.cycled, momentum)
+            try:
+                return super().update_step(gradient, variable, learning_rate)
+            finally:
+                object.__setattr__(self, spec.cycled, constant)
 
     StageScaled.__name__ = f"StageScaled{base.__name__}"
     return StageScaled(**kwargs)

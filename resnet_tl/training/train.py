@@ -59,7 +59,9 @@ from resnet_tl.training.checkpoint import (
     write_epoch,
 )
 from resnet_tl.training.distribute import local_copy
+from resnet_tl.training.ema import WeightEMA
 from resnet_tl.training.finish import finish_run
+from resnet_tl.training.lr_find import needs_rate_find, record_found_rates, resolve_found_rates
 from resnet_tl.training.phase import PhaseFitter
 from resnet_tl.training.schedule import describe, expand_schedule
 from resnet_tl.training.stages import apply_freezing
@@ -80,12 +82,14 @@ class TrainResult:
     distribution: dict = field(default_factory=dict)  # distribute, num_replicas, process_id, num_processes
     model: Any = None  # the trained classifier (best weights), a keras.Model
     data: dict = field(default_factory=dict)  # data_report.data_summary of the scan (empty for in-memory datasets)
+    lr_find: list[dict] = field(default_factory=list)  # the rates lr: find chose (lr_find.json)
 
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir), "metrics": self.metrics, "best_epoch": self.best_epoch,
             "seconds": round(self.seconds, 2), "precision": self.precision, "backend": self.backend,
             "epochs": len(self.history), "phases": self.phases, "distribution": self.distribution, "data": self.data,
+            "lr_find": self.lr_find,
         }
 
 
@@ -131,6 +135,10 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
         dataset = load_dataset(recipe.data)
     if setup.num_processes > 1 and resume is not None:
         raise UserError("--resume: resuming a multi-worker run is not supported; start a new run")
+    found = []
+    if resume is None and needs_rate_find(recipe):
+        # Before the run folder exists: its stored recipe holds the rates used, so a resume trains with them.
+        recipe, found = resolve_found_rates(recipe, dataset, progress=progress)
     if not setup.is_chief:
         return _run_worker(recipe, dataset, setup, t_start)
     notify = progress or (lambda event: None)
@@ -138,9 +146,11 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
     if summary:
         notify({"event": "data", **summary})  # skipped files and warnings on screen, before any epoch
     paths, state = _new_or_resumed_run(recipe, out, run_name, resume, dataset)
+    found_rows = record_found_rates(paths.root, found) if found else []
     try:
         result = _run(recipe, paths, state, dataset, setup, notify, t_start)
         result.data = summary
+        result.lr_find = found_rows
         return result
     except KeyboardInterrupt:
         epoch = last_epoch(paths)
@@ -212,7 +222,8 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
         model_cfg = recipe.model if ckpt is None else recipe.model.model_copy(update={"weights": "none"})
         classifier = build_classifier(model_cfg, n_classes, dc.image_size)
         augmenter = build_augmenter(dc.augment, dc.image_size, tc.seed)
-    state = _restore(ckpt, classifier, augmenter, phases, tc.patience)
+        ema = WeightEMA(classifier, tc.ema) if tc.ema else None
+    state = _restore(ckpt, classifier, augmenter, phases, tc.patience, ema)
 
     for phase in phases[state.phase:]:
         first_epoch = state.epoch_in_phase if phase.index == state.phase else 0
@@ -220,13 +231,14 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
             state.patience_left = tc.patience  # early stopping counts within a phase
         apply_freezing(classifier, phase)
         notify({"event": "phase", "phase": phase.index, "name": phase.name, "stages": list(phase.stages), "epochs": phase.config.epochs})
-        fitter = PhaseFitter(recipe, phase, classifier, augmenter, ds, setup)
+        fitter = PhaseFitter(recipe, phase, classifier, augmenter, ds, setup, ema)
         if first_epoch > 0 and ckpt is not None and ckpt.state.optimizer_phase == phase.index:
             fitter.restore_optimizer(ckpt.arrays)
         for e in range(first_epoch, phase.config.epochs):
             row = fitter.train_one_epoch(e, state.epochs_done + 1, notify)
             stop_phase = _record_epoch(state, row, phase, e, tc)
-            write_epoch(paths, state, classifier, augmenter, fitter.optimizer, improved=state.best_epoch == row["epoch"])
+            state.ema_updates = ema.updates if ema is not None else 0
+            write_epoch(paths, state, classifier, augmenter, fitter.optimizer, improved=state.best_epoch == row["epoch"], ema=ema)
             faults.point("epoch")
             notify({"event": "epoch", **row, "improved": state.best_epoch == row["epoch"],
                     "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
@@ -246,14 +258,17 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
     )
 
 
-def _restore(ckpt: Checkpoint | None, classifier, augmenter, phases, patience: int) -> RunState:
-    """The state to start from: fresh, or the checkpoint's with its weights loaded."""
+def _restore(ckpt: Checkpoint | None, classifier, augmenter, phases, patience: int, ema=None) -> RunState:
+    """The state to start from: fresh, or the checkpoint's with its weights (and their average) loaded."""
     if ckpt is None:
         return RunState(patience_left=patience)
     assign(classifier.variables, ckpt.arrays, "model/", "model")
     if augmenter is not None:
         assign(augmenter.variables, ckpt.arrays, "augment/", "augmenter")
     state = ckpt.state
+    if ema is not None:
+        assign(ema.variables, ckpt.arrays, "ema/", "weights' average (train.ema)")
+        ema.updates = state.ema_updates
     if state.patience_left is None:
         state.patience_left = patience
     if state.epoch_in_phase >= phases[state.phase].config.epochs:

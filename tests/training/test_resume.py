@@ -281,3 +281,31 @@ def test_resume_with_augmentation_equals_uninterrupted(setup, augmented):
         assert _epochs_in_checkpoint(run) == epochs
     _cli("--resume", str(run))
     _assert_equals_reference(run, (ref_hist, None), rel=1e-4, abs_=1e-5)
+
+
+def test_resume_with_ema_equals_uninterrupted(setup):
+    """train.ema: the average and its step count come back from the checkpoint; killed in the
+    cached head phase, the resumed run's averaged validation figures and saved best weights
+    (the average at the best epoch) equal an uninterrupted run's."""
+    base, _ = setup
+    doc = yaml.safe_load((base / "recipe.yaml").read_text())
+    doc["train"]["ema"] = 0.8
+    recipe = base / "ema.yaml"
+    recipe.write_text(yaml.safe_dump(doc))
+    runs = base / "runs"
+    _cli(str(recipe), "--out", str(runs), "--name", "ema-reference")
+    killed = _cli(str(recipe), "--out", str(runs), "--name", "ema-killed", fault="epoch:1", check=False)
+    assert killed.returncode == -signal.SIGKILL
+    _cli("--resume", str(runs / "ema-killed"))
+    ref, hist = _history(runs / "ema-reference"), _history(runs / "ema-killed")
+    assert len(hist) == len(ref) == sum(EPOCHS)
+    for a, b in zip(hist, ref):
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-4, abs=1e-5)
+        assert float(a["val_accuracy"]) == pytest.approx(float(b["val_accuracy"]), abs=1e-6)
+    with np.load(runs / "ema-reference" / "checkpoint" / "best.npz") as r, \
+            np.load(runs / "ema-killed" / "checkpoint" / "best.npz") as k:
+        assert sorted(r.files) == sorted(k.files)
+        for key in r.files:
+            np.testing.assert_allclose(k[key], r[key], rtol=1e-4, atol=1e-5)
+    with np.load(runs / "ema-killed" / "checkpoint" / "last.npz") as z:
+        assert json.loads(str(z["state"]))["ema_updates"] == sum(EPOCHS) * BATCHES_PER_EPOCH
