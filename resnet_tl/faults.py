@@ -26,4 +26,6 @@ def point(name: str) -> None:
         return
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] == int(count):
-        os.kill(os.getpid(), getattr(signal, "SIG" + (sig[0] if sig else "KILL")))
+        # raise_signal targets this thread (os.kill lets the kernel pick any thread that doesn't block it),
+        # so the handler runs here, at the named point.
+        signal.raise_signal(getattr(signal, "SIG" + (sig[0] if sig else "KILL")))

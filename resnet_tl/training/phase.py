@@ -22,6 +22,7 @@ from resnet_tl.models.classifier import feature_extractor, head_of
 from resnet_tl.recipe import Recipe
 from resnet_tl.training.augment import build_augmenter, is_identity
 from resnet_tl.training.batches import keras_batches
+from resnet_tl.training import interrupt
 from resnet_tl.training.checkpoint import assign
 from resnet_tl.training.ema import EMAUpdate
 from resnet_tl.training.schedule import Phase, lr_at
@@ -156,5 +157,6 @@ class EpochNotifier(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         faults.point("batch")
+        interrupt.check()
         self.notify({"event": "batch", "phase": self.phase.name, "epoch": self.epoch, "step": batch + 1,
                      "steps": self.steps, "batch_size": self.batch_size, "loss": float((logs or {}).get("loss", float("nan")))})

@@ -46,7 +46,7 @@ from resnet_tl.runs import (
     write_labels,
     write_status,
 )
-from resnet_tl.training import precision
+from resnet_tl.training import interrupt, precision
 from resnet_tl.training.augment import build_augmenter
 from resnet_tl.training.checkpoint import (
     Checkpoint,
@@ -148,7 +148,8 @@ def _train(recipe, out, name, resume, dataset, progress, cluster) -> TrainResult
     paths, state = _new_or_resumed_run(recipe, out, run_name, resume, dataset)
     found_rows = record_found_rates(paths.root, found) if found else []
     try:
-        result = _run(recipe, paths, state, dataset, setup, notify, t_start)
+        with interrupt.deferred():
+            result = _run(recipe, paths, state, dataset, setup, notify, t_start)
         result.data = summary
         result.lr_find = found_rows
         return result
@@ -240,6 +241,7 @@ def _run(recipe: Recipe, paths: RunPaths, ckpt: Checkpoint | None, ds, setup, no
             state.ema_updates = ema.updates if ema is not None else 0
             write_epoch(paths, state, classifier, augmenter, fitter.optimizer, improved=state.best_epoch == row["epoch"], ema=ema)
             faults.point("epoch")
+            interrupt.check()
             notify({"event": "epoch", **row, "improved": state.best_epoch == row["epoch"],
                     "images_per_s": len(ds.y_train) / max(row["seconds"], 1e-9)})
             if stop_phase:
