@@ -16,6 +16,23 @@ pytest_plugins = ["no_skips_in_ci", "pytester"]
 quiet_tensorflow()
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker per CPU this process may use, at most 4 (each holds TensorFlow, ~1-2 GB).
+
+    Most tests spend their time in one thread (Python, tracing, process start-up), so on the
+    2-core CI machine two workers keep both cores busy."""
+    from resnet_tl.cpus import usable_cpus
+
+    return max(1, min(4, usable_cpus()))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that hold slow tests run first (order within a file kept): under `--dist loadfile` a
+    worker that starts a long file late holds the whole run up while the others sit idle."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture
 def messy_folder(tmp_path: Path) -> Path:
     """Class folders cat/, dog/ (every awkward kind of file) and bird/ (no usable image)."""
