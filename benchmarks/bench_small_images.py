@@ -7,9 +7,11 @@ final report included); test accuracy is the best-epoch model on the set's test/
 
     python benchmarks/bench_small_images.py [--variants shipped,previous] [--sets sample,digits] [--json OUT]
 
-Variants: shipped (recipes/small-images.yaml as it is), paper (shipped + train.patience=0: the
-paper's 182 epochs), previous (the recipe before issue 26's paper schedule: 30 epochs of SGD
-0.1, one epoch warm-up, cosine).
+Variants: shipped (recipes/small-images.yaml as it is: the paper's steps scaled to 30 epochs),
+paper (train.epochs=182: the paper's 182 epochs), patience5 (the paper's schedule, each rate
+stopped at its validation plateau), previous (the recipe before issue 26's paper schedule:
+30 epochs of SGD 0.1, one epoch warm-up, cosine), steps30 (shipped, spelt out), cos30 and
+onecycle30 (30 epochs, one rate, the shipped weight decay). --seeds runs each with several train.seed.
 """
 
 from __future__ import annotations
@@ -40,8 +42,27 @@ PREVIOUS = [
     ("schedule=[{name: scratch, epochs: 30, train: all, optimizer: sgd, momentum: 0.9, weight_decay: 0.0001, "
      "lr: 0.1, warmup_epochs: 1, decay: cosine, batchnorm: train}]"),
     "train.patience=0",
+    "train.epochs=null",
 ]
-VARIANTS = {"shipped": [], "paper": ["train.patience=0"], "previous": PREVIOUS}
+
+
+def _fixed(phases: list[tuple[float, int]], decay: str = "constant", warmup: int = 0) -> list[str]:
+    """A fixed-length schedule (no stop rule): one SGD phase per (lr, epochs), weight decay as shipped."""
+    rows = ", ".join(
+        f"{{name: p{i}, epochs: {n}, train: all, optimizer: sgd, momentum: 0.9, weight_decay: 0.001, lr: {lr}, "
+        + (f"warmup_epochs: {warmup}, " if i == 0 and warmup else "") + f"decay: {decay}, batchnorm: train}}"
+        for i, (lr, n) in enumerate(phases))
+    return [f"schedule=[{rows}]", "train.patience=0", "train.epochs=null"]
+
+
+VARIANTS = {
+    "shipped": [], "paper": ["train.epochs=182"], "patience5": ["train.epochs=182", "train.patience=5"],
+    "previous": PREVIOUS,
+    # 30-epoch budgets (the previous recipe's length) with the shipped weight decay:
+    "steps30": _fixed([(0.1, 15), (0.01, 7), (0.001, 8)]),  # the paper's 91/45/46 epochs scaled to 30
+    "cos30": _fixed([(0.1, 30)], "cosine", warmup=1),
+    "onecycle30": _fixed([(0.1, 30)], "onecycle"),
+}
 
 
 def overrides(variant: str) -> list[str]:
@@ -51,15 +72,16 @@ def overrides(variant: str) -> list[str]:
     return VARIANTS[variant]
 
 
-def run(variant: str, data: Path, work: Path) -> dict:
-    recipe = load_recipe("small-images", overrides(variant) + [f"data.cache_dir={work / 'cache'}"], data_dir=str(data))
+def run(variant: str, data: Path, work: Path, seed: int = 42) -> dict:
+    sets = overrides(variant) + [f"data.cache_dir={work / 'cache'}", f"train.seed={seed}"]
+    recipe = load_recipe("small-images", sets, data_dir=str(data))
     ds = load_dataset(recipe.data)
     t0 = time.time()
-    result = train(recipe, out=work / "runs", name=re.sub(r"[^A-Za-z0-9._-]", "-", f"{variant}-{data.name}"), dataset=ds)
+    result = train(recipe, out=work / "runs", name=re.sub(r"[^A-Za-z0-9._-]", "-", f"{variant}-{data.name}-s{seed}"), dataset=ds)
     seconds = time.time() - t0
     x, y = (ds.x_test, ds.y_test) if ds.x_test is not None and len(ds.y_test) else (ds.x_val, ds.y_val)
     acc = float(np.mean(np.argmax(predict_probs(result.model, x, 256), axis=1) == y))
-    return {"variant": variant, "data": data.name, "seconds": round(seconds, 1), "epochs": len(result.history),
+    return {"variant": variant, "data": data.name, "seed": seed, "seconds": round(seconds, 1), "epochs": len(result.history),
             "best_epoch": result.best_epoch, "test_accuracy": round(acc, 4), "n_train": len(ds.y_train),
             "n_test": len(y), "test_split": "test" if x is ds.x_test else "val"}
 
@@ -68,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="shipped,previous", help="comma-separated; see overrides()")
     ap.add_argument("--sets", default="sample,digits")
+    ap.add_argument("--seeds", default="42", help="comma-separated train.seed values (weights, shuffling, augmentation)")
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None, help="append one JSON line per run to this file")
     a = ap.parse_args()
@@ -76,8 +99,8 @@ def main() -> None:
     for name in a.sets.split(","):
         if name == "digits":
             digits_folder(sets["digits"], 32)
-        for variant in a.variants.split(","):
-            row = {**run(variant, sets[name], work), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M")}
+        for variant, seed in [(v, int(s)) for v in a.variants.split(",") for s in a.seeds.split(",")]:
+            row = {**run(variant, sets[name], work, seed), "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M")}
             print(json.dumps(row), flush=True)
             if a.json:
                 with open(a.json, "a") as f:

@@ -232,6 +232,11 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed of weights init, shuffling and augmentation.")
     monitor: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="Metric that picks the best checkpoint and drives early stopping.")
     patience: int = Field(0, ge=0, description="Early stopping: epochs without improvement before stopping (0 = off).")
+    epochs: int | None = Field(
+        None, ge=1, le=100_000,
+        description="Length of the whole schedule in epochs: each phase's epochs are scaled in proportion (rounded "
+                    "at the cumulative boundaries, at least 1 each), so a published schedule fits another dataset; null = as written.",
+    )
     ema: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="Exponential moving average of the weights, decay per step (e.g. 0.999; 0 = off), warmed up as "
@@ -288,12 +293,40 @@ class Recipe(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
 
+    @model_validator(mode="after")
+    def _scale_to_epochs(self) -> "Recipe":
+        total = self.train.epochs
+        if total is None:
+            return self
+        if any(not isinstance(p, PhaseConfig) for p in self.schedule):
+            raise ValueError(f"train.epochs: received {total}; a schedule with a 'gradual' item cannot be scaled (set its epochs_per_stage instead)")
+        if total < len(self.schedule):
+            raise ValueError(f"train.epochs: received {total}; allowed: at least {len(self.schedule)}, one per phase")
+        object.__setattr__(self, "schedule", [  # frozen: the scaled copies replace the list, never the caller's phases
+            p.model_copy(update={"epochs": n}) for p, n in zip(self.schedule, scaled_epochs([p.epochs for p in self.schedule], total))])
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML-safe), with 'from' spelled as in YAML."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=False)
 
 
 # ------------------------------------------------------------ helpers
+def scaled_epochs(epochs: list[int], total: int) -> list[int]:
+    """Phase lengths scaled to sum to `total`: boundaries at round(cumulative x total / sum), each phase >= 1.
+
+    Cumulative rounding keeps the phases' relative positions (the paper's 91/45/46 -> 15/7/8 at 30) and
+    returns `epochs` unchanged when they already sum to `total`, so a stored, scaled recipe reloads as it is.
+    """
+    whole, bounds, cum = sum(epochs), [], 0
+    for i, e in enumerate(epochs):
+        cum += e
+        least = (bounds[-1] if bounds else 0) + 1
+        most = total - (len(epochs) - 1 - i)
+        bounds.append(min(max(round(cum * total / whole), least), most))
+    return [b - a for a, b in zip([0, *bounds[:-1]], bounds)]
+
+
 def allowed_msg(value: Any, allowed: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(str(value), list(allowed), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -82,8 +82,7 @@ def test_train_from_the_cli_end_to_end(tmp_path):
     """A real folder, the real CLI in a subprocess, --json on stdout; then the stored recipe reproduces it."""
     bars_folder(tmp_path / "imgs", n_per_class=12)
     args = [sys.executable, "-m", "resnet_tl", "train", "small-images", "--data", str(tmp_path / "imgs"),
-            "--out", str(tmp_path / "runs"), "--name", "cli", "--set", "schedule.0.epochs=2",
-            "--set", "schedule.1.epochs=1", "--set", "schedule.2.epochs=1",
+            "--out", str(tmp_path / "runs"), "--name", "cli", "--set", "train.epochs=4",
             "--set", "data.image_size=16", "--set", "train.batch_size=8",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--json"]
     p = subprocess.run(args, capture_output=True, text=True)
@@ -92,6 +91,8 @@ def test_train_from_the_cli_end_to_end(tmp_path):
     run = Path(doc["run_dir"])
     assert run == tmp_path / "runs" / "cli"
     assert doc["epochs"] == 4
+    phases = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert phases == ["lr0.1", "lr0.1", "lr0.01", "lr0.001"]  # the paper's 91/45/46 scaled to 4 epochs: 2/1/1
     assert (run / "data_report.json").is_file()
     # The round trip needs no second process (the first one proved stdout holds only JSON): in this one.
     again = runner.invoke(app, ["train", str(run / "recipe.yaml"), "--out", str(tmp_path / "runs"), "--name", "again", "--json"])

@@ -122,8 +122,8 @@ def test_gradual_shorthand_validates_its_own_keys():
 
 def test_small_images_follows_the_papers_cifar_schedule():
     # He et al. 2016, section 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k
-    # iterations, 64k in all, on a 45k-image training split.
-    r = load_recipe("small-images")
+    # iterations, 64k in all, on a 45k-image training split. Shipped at 30 epochs; the paper's length is one --set.
+    r = load_recipe("small-images", ["train.epochs=182"])
     assert r.model.backbone == "resnet20" and r.data.image_size == 32 and r.train.batch_size == 128
     iterations_per_epoch = 45_000 / 128
     ends = [sum(p.epochs for p in r.schedule[:i + 1]) * iterations_per_epoch for i in range(len(r.schedule))]
@@ -133,3 +133,30 @@ def test_small_images_follows_the_papers_cifar_schedule():
         assert (p.optimizer, p.momentum, p.decay, p.warmup_epochs, p.train) == ("sgd", 0.9, "constant", 0, "all")
         # Decoupled decay equivalent to the paper's L2 1e-4 under momentum 0.9: 1e-4 / (1 - 0.9).
         assert p.weight_decay == pytest.approx(1e-4 / (1 - p.momentum))
+
+
+def test_train_epochs_scales_the_schedule_in_proportion():
+    from resnet_tl.recipe_schema import scaled_epochs
+
+    # The paper's 91/45/46 at 30 epochs: boundaries at round(91/182 x 30) = 15 and round(136/182 x 30) = 22.
+    assert scaled_epochs([91, 45, 46], 30) == [15, 7, 8]
+    assert scaled_epochs([91, 45, 46], 182) == [91, 45, 46]
+    assert scaled_epochs([15, 7, 8], 30) == [15, 7, 8]  # a stored, scaled recipe reloads unchanged
+    assert scaled_epochs([100, 1, 1], 3) == [1, 1, 1]  # every phase keeps at least one epoch
+    assert scaled_epochs([3, 1], 8) == [6, 2]  # longer than written, too
+    shipped = load_recipe("small-images")
+    assert [p.epochs for p in shipped.schedule] == [15, 7, 8] and shipped.train.epochs == 30
+    for paper in ("train.epochs=182", "train.epochs=null"):
+        assert [p.epochs for p in load_recipe("small-images", [paper]).schedule] == [91, 45, 46]
+    stored = yaml.safe_load(dump_recipe(shipped))
+    assert [p["epochs"] for p in stored["schedule"]] == [15, 7, 8]
+    assert build_recipe(stored) == shipped  # what a resumed run reloads
+
+
+def test_train_epochs_errors_name_the_key_and_what_is_allowed():
+    with pytest.raises(UserError, match=r"train\.epochs: received 2; allowed: at least 3, one per phase"):
+        load_recipe("small-images", ["train.epochs=2"])
+    with pytest.raises(UserError, match=r"train\.epochs: received 4; a schedule with a 'gradual' item cannot be scaled"):
+        load_recipe("gradual", ["train.epochs=4"])
+    with pytest.raises(UserError, match=r"train\.epochs"):
+        load_recipe("small-images", ["train.epochs=0"])
