@@ -168,10 +168,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         got = e.get("input")
-        if "received" in msg:  # a whole-recipe check names its own key (its location is empty)
-            lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
-        else:
-            lines.append(f"{source}: {key}: received {got!r}; {msg}")
+        where = f"{source}: {key}" if key else source  # a whole-recipe check has no location: its message names the key
+        lines.append(f"{where}: {msg}" if "received" in msg else f"{where}: received {got!r}; {msg}")
     return "\n".join(lines)
 
 
