@@ -38,18 +38,11 @@ from resnet_tl.recipe import load_recipe  # noqa: E402
 from resnet_tl.sysinfo import cpu_model  # noqa: E402
 from resnet_tl.training.train import train  # noqa: E402
 
-PREVIOUS = [
-    ("schedule=[{name: scratch, epochs: 30, train: all, optimizer: sgd, momentum: 0.9, weight_decay: 0.0001, "
-     "lr: 0.1, warmup_epochs: 1, decay: cosine, batchnorm: train}]"),
-    "train.patience=0",
-    "train.epochs=null",
-]
 
-
-def _fixed(phases: list[tuple[float, int]], decay: str = "constant", warmup: int = 0) -> list[str]:
-    """A fixed-length schedule (no stop rule): one SGD phase per (lr, epochs), weight decay as shipped."""
+def _fixed(phases: list[tuple[float, int]], decay: str = "constant", warmup: int = 0, weight_decay: float = 0.001) -> list[str]:
+    """A fixed-length schedule (no stop rule, no train.epochs scaling): one SGD phase per (lr, epochs)."""
     rows = ", ".join(
-        f"{{name: p{i}, epochs: {n}, train: all, optimizer: sgd, momentum: 0.9, weight_decay: 0.001, lr: {lr}, "
+        f"{{name: p{i}, epochs: {n}, train: all, optimizer: sgd, momentum: 0.9, weight_decay: {weight_decay}, lr: {lr}, "
         + (f"warmup_epochs: {warmup}, " if i == 0 and warmup else "") + f"decay: {decay}, batchnorm: train}}"
         for i, (lr, n) in enumerate(phases))
     return [f"schedule=[{rows}]", "train.patience=0", "train.epochs=null"]
@@ -57,7 +50,8 @@ def _fixed(phases: list[tuple[float, int]], decay: str = "constant", warmup: int
 
 VARIANTS = {
     "shipped": [], "paper": ["train.epochs=182"], "patience5": ["train.epochs=182", "train.patience=5"],
-    "previous": PREVIOUS,
+    # The recipe before issue 26's paper schedule:
+    "previous": _fixed([(0.1, 30)], "cosine", warmup=1, weight_decay=0.0001),
     # 30-epoch budgets (the previous recipe's length) with the shipped weight decay:
     "steps30": _fixed([(0.1, 15), (0.01, 7), (0.001, 8)]),  # the paper's 91/45/46 epochs scaled to 30
     "cos30": _fixed([(0.1, 30)], "cosine", warmup=1),
