@@ -41,8 +41,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 NO_AUG = ("data.augment.rotation=0", "data.augment.zoom=0")  # the two-phase recipe keeps its flip
 # Training FLOP per image (forward + backward = 3 x forward, 2 FLOP per multiply-add) at the given side:
-# ResNet-50 24.6 GFLOP at 224 px (issue 23); CIFAR ResNet-20 3 x 2 x 40.8 M MACs at 32 px (He et al. 2016).
-TRAIN_FLOP = {"resnet50": (224, 24.6e9), "resnet20": (32, 0.245e9)}
+# ResNet-50 24.6 GFLOP at 224 px (issue 23); CIFAR ResNet-20 3 x 2 x 40.8 M MACs at 32 px (He et al. 2016);
+# ResNet-8 (the dry run's) 3 x 2 x 12.2 M MACs, its convolutions counted the same way (stem 0.44 M, then
+# 4.72 M, 3.54 M, 3.54 M per stage; the same count gives ResNet-20 40.6 M).
+TRAIN_FLOP = {"resnet50": (224, 24.6e9), "resnet20": (32, 0.245e9), "resnet8": (32, 0.0733e9)}
 GRACE_S = 100  # a command started inside the budget may run this far past it, never further
 
 
@@ -77,13 +79,13 @@ GPU = Sizes(backbone="resnet50", torch_arch="resnet50", image_size=224, batch=25
             predict_images=20_000, predict_batch=256, torch_compile="inductor", budget_s=450.0)
 SIZES = {
     "gpu": GPU,
-    # resnet20 is the smallest backbone; torch has none, so its peers use resnet18. The XLA flags halve the
+    # resnet8 is the smallest backbone; torch has none, so its peers use resnet18. The XLA flags halve the
     # CPU compile time that is most of a toy run; aot_eager traces as inductor does, without its C++ build.
     # The quickstart runs name mixed_bfloat16, what `auto` picks on an NVIDIA GPU of compute capability
     # >= 8.0 (precision.PRECISION_RULES), so the precision section reuses one of them as it does there.
-    "dry-run": replace(GPU, backbone="resnet20", torch_arch="resnet18", image_size=16, batch=4, steps=2, aug_steps=2,
-                       sets=("model.backbone=resnet20",), quickstart_on_generated=True,
-                       quickstart_sets=("model.backbone=resnet20", "data.image_size=16", "schedule.0.epochs=3", "train.batch_size=8",
+    "dry-run": replace(GPU, backbone="resnet8", torch_arch="resnet18", image_size=16, batch=4, steps=2, aug_steps=2,
+                       sets=("model.backbone=resnet8",), quickstart_on_generated=True,
+                       quickstart_sets=("model.backbone=resnet8", "data.image_size=16", "schedule.0.epochs=3", "train.batch_size=8",
                                         "train.precision=mixed_bfloat16"),
                        train_images=40, e2e_batch=8, e2e_epochs=3, predict_images=40, predict_batch=8, torch_compile="aot_eager",
                        budget_s=1800.0, xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"),

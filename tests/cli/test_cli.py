@@ -83,7 +83,7 @@ def test_train_from_the_cli_end_to_end(tmp_path):
     bars_folder(tmp_path / "imgs", n_per_class=12)
     args = [sys.executable, "-m", "resnet_tl", "train", "small-images", "--data", str(tmp_path / "imgs"),
             "--out", str(tmp_path / "runs"), "--name", "cli", "--set", "train.epochs=4",
-            "--set", "data.image_size=16", "--set", "train.batch_size=8",
+            "--set", "model.backbone=resnet8", "--set", "data.image_size=16", "--set", "train.batch_size=8",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--json"]
     p = subprocess.run(args, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

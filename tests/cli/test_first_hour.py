@@ -46,7 +46,7 @@ def _no_cuts(text: str) -> None:
 def _tiny_recipe(path: Path, cache: Path, epochs: int = 1) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "tiny", "data": {"image_size": 16, "augment": {"flip": "none"}, "cache_dir": str(cache)},
-        "model": {"backbone": "resnet20", "weights": "none"},
+        "model": {"backbone": "resnet8", "weights": "none"},
         "schedule": [{"name": "all", "epochs": epochs, "train": "all", "lr": 0.003, "batchnorm": "train"}],
         "train": {"batch_size": 16, "precision": "float32"},
     }))
@@ -177,7 +177,7 @@ def test_quickstart_runs_from_a_folder_outside_the_checkout(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "resnet_tl", "train", "--name", "q", "--json",
             # the quickstart made small: the point is where data/sample is found, not the training
-            "--set", "model.backbone=resnet20", "--set", "data.image_size=16", "--set", "schedule.0.epochs=1",
+            "--set", "model.backbone=resnet8", "--set", "data.image_size=16", "--set", "schedule.0.epochs=1",
             "--set", "schedule.0.warmup_epochs=0", "--set", "train.batch_size=64", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     p = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr

@@ -60,7 +60,7 @@ keras = keras_module()
 from resnet_tl.models.batched import run_batches
 from resnet_tl.models.classifier import build_classifier
 from resnet_tl.recipe import build_recipe
-model = build_classifier(build_recipe({"model": {"backbone": "resnet20", "weights": "none"}}).model, 3, 16)
+model = build_classifier(build_recipe({"model": {"backbone": "resnet8", "weights": "none"}}).model, 3, 16)
 run_batches(model, np.zeros((8, 16, 16, 3), np.uint8), 4)
 print(json.dumps({"hits": events.get("/jax/compilation_cache/cache_hits", 0),
                   "misses": events.get("/jax/compilation_cache/cache_misses", 0),

@@ -20,7 +20,7 @@ keras = keras_module()
 
 def test_gallery_pairs_the_predicted_and_the_true_class_heatmaps(tmp_path):
     keras.utils.set_random_seed(0)
-    clf = build_classifier(build_recipe({"model": {"backbone": "resnet20"}}).model, 3, 16)
+    clf = build_classifier(build_recipe({"model": {"backbone": "resnet8"}}).model, 3, 16)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (12, 16, 16, 3)).astype(np.uint8)
     y = rng.integers(0, 3, 12)

@@ -23,7 +23,7 @@ def test_mobile_recipe_on_real_size_photos_exports_with_mediapipe_passing(tmp_pa
     # Photos 4x the input (128x96 for 32 px), a fine texture that aliases when shrunk without antialiasing.
     data = photo_folder(tmp_path / "photos", per_class=16, w=128, h=96)
     r = _cli("train", "mobile", "--data", str(data), "--out", str(tmp_path / "runs"), "--json",
-             "--set", "model.weights=none", "--set", "data.image_size=32", "--set", "data.val_split=0.5",
+             "--set", "model.weights=none", "--set", "model.backbone=resnet8", "--set", "data.image_size=32", "--set", "data.val_split=0.5",
              "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "export.representative_samples=24",
              "--set", "schedule=[{name: all, epochs: 3, train: all, lr: 0.002}]")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -133,7 +133,7 @@ def test_every_tflite_carries_metadata_and_labels(exported):
         md = read_metadata((run / "export" / a.path).read_bytes())
         assert md["labels"] == ds.classes and md["files"] == ["labels.txt"], a.path
         meta = md["metadata"]
-        assert meta["name"] == "t" and meta["version"] == run.name and "resnet20" in meta["description"]
+        assert meta["name"] == "t" and meta["version"] == run.name and "resnet8" in meta["description"]
         assert meta["min_parser_version"] == "1.0.0"  # nothing newer than schema 1.0.0 is used
         (sub,) = meta["subgraph_metadata"]
         (inp,), (outp,) = sub["input_tensor_metadata"], sub["output_tensor_metadata"]

@@ -66,7 +66,7 @@ def test_gradcam_matches_a_reference_taken_with_tensorflows_autodiff_on_a_plain_
 def test_gradcam_is_the_same_under_jax(tmp_path):
     from resnet_tl.inference.gradcam import explain
 
-    clf = _classifier("resnet20", 16, seed=1)
+    clf = _classifier("resnet8", 16, seed=1)
     clf.save(tmp_path / "m.keras")
     x = np.random.default_rng(1).uniform(0, 255, (3, 16, 16, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
@@ -80,7 +80,7 @@ def test_gradcam_is_the_same_under_jax(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "h.npy"), explain(clf, x, class_index=[0, 1, 2]), atol=1e-4)
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50v2", "resnet20"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50v2", "resnet8"])
 def test_the_target_layer_comes_from_the_backbone_table(backbone):
     from resnet_tl.inference.gradcam import target_layer
     from resnet_tl.models.backbones import BACKBONES, stage_of

@@ -44,7 +44,7 @@ def test_classifier_and_every_preprocessing_mode_load_without_resnet_tl(tmp_path
     from resnet_tl.recipe import build_recipe
 
     x = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(np.float32)
-    models = {"classifier": build_classifier(build_recipe({"model": {"backbone": "resnet20", "weights": "none"}}).model, 3, 16)}
+    models = {"classifier": build_classifier(build_recipe({"model": {"backbone": "resnet8", "weights": "none"}}).model, 3, 16)}
     for mode in ("caffe", "tf", "torch"):  # ResNet v1 (Keras), v2, and ours/torchvision's; a full ResNet-50 is too slow here
         inputs = keras.Input((16, 16, 3))
         x_ = keras.layers.GlobalAveragePooling2D()(preprocess(inputs, mode))

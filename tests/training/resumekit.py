@@ -23,7 +23,7 @@ def recipe_file(path: Path, data: Path, cache: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "resume",
         "data": {"dir": str(data), "image_size": 16, "val_split": 0.2, "cache_dir": str(cache), "augment": {"flip": "none"}},
-        "model": {"backbone": "resnet20", "weights": "none"},
+        "model": {"backbone": "resnet8", "weights": "none"},
         "schedule": [
             {"name": "head", "epochs": EPOCHS[0], "train": "head", "lr": 0.01},
             {"name": "all", "epochs": EPOCHS[1], "train": "all", "lr": 0.003, "batchnorm": "train"},

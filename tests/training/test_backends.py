@@ -40,7 +40,7 @@ def test_the_cli_trains_under_jax_and_learns(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({
         "data": {"image_size": 16, "val_split": 0.25, "cache_dir": str(tmp_path / "cache"), "augment": {"flip": "none"}},
-        "model": {"backbone": "resnet20", "weights": "none"},
+        "model": {"backbone": "resnet8", "weights": "none"},
         "schedule": [{"name": "all", "epochs": 8, "train": "all", "lr": 3e-3, "batchnorm": "train"}],
         "train": {"batch_size": 16, "precision": "auto"},
     }))

@@ -56,12 +56,12 @@ def test_info_reports_the_cpu_matrix_extensions(tmp_path):
 
 def test_bench_json_reports_training_input_and_their_ratio_per_precision(tmp_path):
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({"data": {"image_size": 16}, "model": {"backbone": "resnet20"}, "train": {"precision": "float32"}}))
+    recipe.write_text(yaml.safe_dump({"data": {"image_size": 16}, "model": {"backbone": "resnet8"}, "train": {"precision": "float32"}}))
     res = CliRunner().invoke(app, ["bench", str(recipe), "--steps", "2", "--batch-size", "8", "--json",
                                    "--precision", "float32", "--precision", "mixed_bfloat16", "--peer"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert (doc["backbone"], doc["image_size"], doc["batch_size"], doc["backend"]) == ("resnet20", 16, 8, "tensorflow")
+    assert (doc["backbone"], doc["image_size"], doc["batch_size"], doc["backend"]) == ("resnet8", 16, 8, "tensorflow")
     assert doc["device"] and doc["loader_workers"] >= 1 and doc["input_images_per_s"] > 0
     assert [r["precision"] for r in doc["results"]] == ["float32", "mixed_bfloat16"]
     for r in doc["results"]:

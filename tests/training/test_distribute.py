@@ -142,7 +142,7 @@ def test_two_process_multi_worker_under_jax(tmp_path):
     assert infos[0]["history"][-1]["loss"] == infos[1]["history"][-1]["loss"]
     assert infos[0]["history"][-1]["loss"] < infos[0]["history"][0]["loss"]
     w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-    assert len(w0.files) == len(w1.files) > 50
+    assert len(w0.files) == len(w1.files) > 30  # every weight array: resnet8's classifier has 37
     for k in w0.files:
         np.testing.assert_array_equal(w0[k], w1[k])
     # Only process 0 wrote a run folder.

@@ -40,7 +40,7 @@ def test_train_exclude_is_recorded_in_the_run(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({
         "data": {"image_size": 16, "val_split": 0.25, "cache_dir": str(tmp_path / "cache"), "augment": {"flip": "none"}},
-        "model": {"backbone": "resnet20", "weights": "none"},
+        "model": {"backbone": "resnet8", "weights": "none"},
         "schedule": [{"name": "all", "epochs": 1, "train": "all", "lr": 1e-3}],
         "train": {"batch_size": 8},
     }))

@@ -81,7 +81,7 @@ def test_measured_figures_are_positive(dry):
             assert figs[name][k] > 0, (name, k)
     for key in ("float16_val_accuracy", "bfloat16_val_accuracy"):
         assert 0 <= figs["precision"][key] <= 1
-    # resnet20 has no keras.applications model: bench reports no plain-Keras peer rather than inventing one.
+    # resnet8 has no keras.applications model: bench reports no plain-Keras peer rather than inventing one.
     assert figs["train_step"]["keras_fit_images_per_s"] is None
 
 
@@ -108,9 +108,16 @@ def test_ratios_are_computed_from_the_figures(dry):
     assert (aug["ours"], aug["peer_value"]) == (figs["augmentation"]["train_images_per_s"], step["train_images_per_s"])
     bench = doc["sections"]["train_step"]["result"]["bench"]["results"][0]
     assert (step["train_images_per_s"], step["inference_images_per_s"]) == (bench["train_images_per_s"], bench["inference_images_per_s"])
-    # The ceiling: CIFAR ResNet-20 is 40.8 M multiply-adds at 32 px (He et al. 2016); training = 3 x forward.
+    # The ceiling: the dry run's CIFAR ResNet-8 (n = 1) counted as the published ResNet-20 figure is,
+    # training = 3 x forward. The count, checked against ResNet-20's 40.8 M multiply-adds at 32 px first.
+    def cifar_macs(n: int) -> int:  # 3x3 convs of depth 6n + 2 at 32 px: stem, then stages at 32, 16, 8 px
+        stage = lambda side, c_in, c: side * side * 9 * (c_in * c + (2 * n - 1) * c * c)  # noqa: E731
+        return 32 * 32 * 27 * 16 + stage(32, 16, 16) + stage(16, 16, 32) + stage(8, 32, 64)
+
+    assert cifar_macs(3) == pytest.approx(40.8e6, rel=0.01)
     size = doc["sizes"]["image_size"]
-    assert step["ceiling_images_per_s"] == pytest.approx(790e12 / (3 * 2 * 40.8e6 * (size / 32) ** 2), rel=0.01)
+    assert doc["sizes"]["backbone"] == "resnet8"
+    assert step["ceiling_images_per_s"] == pytest.approx(790e12 / (3 * 2 * cifar_macs(1) * (size / 32) ** 2), rel=0.01)
     table = (dry["out"] / "gpu.md").read_text()
     assert table.count("\n| ") >= len(rows) + len(SECTIONS)
 

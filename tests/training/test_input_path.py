@@ -38,7 +38,7 @@ def test_training_model_gives_the_same_outputs_and_gradients_for_uint8_and_float
 
     x, _ = _pixels(4)
     keras.utils.set_random_seed(0)
-    model = build_classifier(ModelConfig(backbone="resnet20", weights="none"), 3, 16)
+    model = build_classifier(ModelConfig(backbone="resnet8", weights="none"), 3, 16)
     np.testing.assert_array_equal(np.asarray(model(x, training=True)), np.asarray(model(x.astype(np.float32), training=True)))
     y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
     model.compile("sgd", keras.losses.CategoricalCrossentropy())

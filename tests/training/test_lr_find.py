@@ -61,7 +61,7 @@ def test_lr_find_cli_then_train_with_lr_find(tmp_path, shared_data):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({
         "data": {"image_size": 16, "augment": {"flip": "none"}, "cache_dir": str(tmp_path / "cache")},
-        "model": {"backbone": "resnet20", "weights": "none"},
+        "model": {"backbone": "resnet8", "weights": "none"},
         "schedule": [{"name": "warm", "epochs": 1, "train": "all", "lr": 1e-4, "batchnorm": "train"},
                      {"name": "main", "epochs": 1, "train": "all", "lr": 0.01, "batchnorm": "train"}],
         "train": {"batch_size": 16, "precision": "float32"},

@@ -42,7 +42,7 @@ def test_training_lowers_loss_and_writes_the_run_folder(tmp_path):
     assert set(metrics["per_class_accuracy"]) == set(ds.classes)
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
     # The stored recipe reproduces the run's configuration.
-    assert yaml.safe_load((run / "recipe.yaml").read_text())["model"]["backbone"] == "resnet20"
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["model"]["backbone"] == "resnet8"
     # The saved model is the best epoch's, and loads in safe mode.
     import keras
 
@@ -213,10 +213,10 @@ def test_weights_from_a_file_load_into_the_classifier(tmp_path):
     from resnet_tl.recipe import build_recipe
 
     keras.utils.set_random_seed(3)
-    saved = build_backbone("resnet20", 16)
+    saved = build_backbone("resnet8", 16)
     path = tmp_path / "b.weights.h5"
     saved.save_weights(path)
-    recipe = build_recipe({"model": {"backbone": "resnet20", "weights": str(path)}})
+    recipe = build_recipe({"model": {"backbone": "resnet8", "weights": str(path)}})
     clf = build_classifier(recipe.model, 2, 16)
     backbone, _ = parts(clf)
     for a, b in zip(saved.weights, backbone.weights):
@@ -245,7 +245,7 @@ def test_training_completes_on_a_messy_folder_and_reports_every_bad_file(messy_f
         "name": "messy",
         "data": {"dir": str(messy_folder), "image_size": 16, "skip_empty_classes": True,
                  "cache_dir": str(tmp_path / "cache"), "augment": {"flip": "none"}},
-        "model": {"backbone": "resnet20"},
+        "model": {"backbone": "resnet8"},
         "schedule": [{"epochs": 1, "train": "all", "batchnorm": "train"}],
         "train": {"batch_size": 4, "precision": "float32"},
     })
@@ -370,7 +370,7 @@ def test_run_folder_stores_absolute_paths(tmp_path, monkeypatch):
     bars_folder(tmp_path / "images", n_per_class=6)
     recipe = build_recipe({
         "name": "rel", "data": {"dir": "images", "image_size": 16, "cache_dir": "cache", "augment": {"flip": "none"}},
-        "model": {"backbone": "resnet20"}, "schedule": [{"epochs": 1, "train": "head"}],
+        "model": {"backbone": "resnet8"}, "schedule": [{"epochs": 1, "train": "head"}],
         "train": {"batch_size": 8, "precision": "float32"},
     })
     result = train(recipe, out="runs", name="r")
