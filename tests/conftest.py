@@ -52,7 +52,7 @@ def shared_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_run(shared_data, tmp_path_factory) -> Path:
-    """A finished run on `shared_data`: CIFAR ResNet-20 at 16 px, a head phase then everything.
+    """A finished run on `shared_data`: CIFAR ResNet-8 at 16 px, a head phase then everything.
 
     Read-only for the tests that use it: copy it (shutil.copytree) before writing into it.
     """

@@ -57,7 +57,7 @@ def bars_dataset(n_per_class: int = 24, size: int = 16, seed: int = 0, n_val_per
 
 
 def tiny_recipe(schedule, backbone: str = "resnet8", image_size: int = 16, **sections):
-    """A recipe for fast CPU tests: CIFAR ResNet-20 at 16 px, batch 16, no augmentation."""
+    """A recipe for fast CPU tests: CIFAR ResNet-8 at 16 px, batch 16, no augmentation."""
     raw = {
         "name": "t",
         "data": {"image_size": image_size, "augment": {"flip": "none"}},

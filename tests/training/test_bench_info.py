@@ -68,7 +68,7 @@ def test_bench_json_reports_training_input_and_their_ratio_per_precision(tmp_pat
         assert r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
         assert r["input_over_train"] == round(doc["input_images_per_s"] / r["train_images_per_s"], 2)
         assert r["limited_by"] == ("input" if r["input_over_train"] < 1 else "compute")
-        assert r["peer_train_images_per_s"] is None and r["vs_peer"] is None  # keras.applications has no ResNet-20
+        assert r["peer_train_images_per_s"] is None and r["vs_peer"] is None  # keras.applications has no ResNet-8
 
 
 def test_bench_rejects_an_unknown_precision_in_one_line():
