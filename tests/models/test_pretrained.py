@@ -7,7 +7,6 @@ Checkpoints are made here with random weights under torchvision's key names
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -201,15 +200,19 @@ def test_convert_cli_user_errors_are_one_line(checkpoints, tmp_path):
     assert r.exit_code == 2 and "has 3 class names; the checkpoint's classifier has 1000" in r.output
 
 
-def test_hf_reference_offline_names_the_file_to_fetch(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    p = subprocess.run([sys.executable, "-m", "resnet_tl", "weights", "convert", "hf://timm/resnet18.a1_in1k",
-                        "--out", str(tmp_path / "r18.keras")], capture_output=True, text=True, env=env)
-    assert p.returncode == 2, p.stderr
-    lines = [line for line in p.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in p.stderr
+def test_hf_reference_offline_names_the_file_to_fetch(tmp_path, monkeypatch):
+    """The Hub client in its offline mode (HF_HUB_OFFLINE=1, read at call time) and an empty cache, in-process."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    r = runner.invoke(app, ["weights", "convert", "hf://timm/resnet18.a1_in1k", "--out", str(tmp_path / "r18.keras")])
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.output, r.output
     assert "https://huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors" in lines[0]
     assert "--set model.weights=/path/to/model.safetensors" in lines[0]
+    assert not (tmp_path / "r18.keras").exists()
 
 
 @pytest.mark.slow

@@ -70,8 +70,19 @@ def test_sigkill_anywhere_and_ctrl_c_then_resume_equals_uninterrupted(setup, ref
 
 
 def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference, tmp_path):
-    """The CLI's one-line refusals, on a copy of a real run marked interrupted as after a crash."""
+    """The CLI's one-line refusals, on a copy of a real run marked interrupted as after a crash.
+
+    In-process (CliRunner): each is refused before any training, so a process of its own would only add
+    TensorFlow's import; test_missing_data_folder_is_exit_2 (test_cli.py) checks a real process's exit 2."""
+    from typer.testing import CliRunner
+
+    from resnet_tl.cli import app
     from resnet_tl.runs import RunPaths, write_status
+
+    def train_cli(*args):
+        r = CliRunner().invoke(app, ["train", *args])
+        assert "Traceback" not in r.output and len([x for x in r.output.splitlines() if x.startswith("error:")]) == 1, r.output
+        return r
 
     base, recipe = setup
     run = tmp_path / "edited"
@@ -81,14 +92,14 @@ def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference, tmp_pa
     doc = yaml.safe_load(stored.read_text())
     doc["schedule"][1]["lr"] = 0.5
     stored.write_text(yaml.safe_dump(doc))
-    p = run_cli("--resume", str(run), check=False)
-    assert p.returncode == 2
-    assert "'schedule' was edited" in p.stderr and "Traceback" not in p.stderr
+    r = train_cli("--resume", str(run))
+    assert r.exit_code == 2 and "'schedule' was edited" in r.output
     done = base / "runs" / "reference"
-    p = run_cli("--resume", str(done), check=False)
-    assert p.returncode == 2 and "is complete" in p.stderr
-    p = run_cli(str(recipe), "--out", str(base / "runs"), "--name", "reference", check=False)
-    assert p.returncode == 2 and "already exists" in p.stderr
+    r = train_cli("--resume", str(done))
+    assert r.exit_code == 2 and "is complete" in r.output
+    r = train_cli(str(recipe), "--out", str(base / "runs"), "--name", "reference")
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert json.loads((done / "status.json").read_text())["status"] == "complete"  # refused, not touched
 
 
 def test_failing_checkpoint_write_stops_and_keeps_the_previous(tmp_path, monkeypatch):

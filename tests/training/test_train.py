@@ -24,6 +24,7 @@ def _weights_by_stage(classifier):
     return out
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_writes_the_run_folder(tmp_path):
     ds = bars_dataset()
     recipe = tiny_recipe([{"name": "all", "epochs": 4, "train": "all", "lr": 3e-3, "batchnorm": "train"}])
@@ -191,6 +192,7 @@ def test_weight_decay_follows_each_stage_rate_and_spares_1d_variables(optimizer)
     assert seen["decayed"] == set(depth) and seen["spared"] > 10  # biases and BatchNorm gamma/beta
 
 
+@pytest.mark.slow
 def test_cached_and_live_head_training_agree(tmp_path):
     from resnet_tl.models.classifier import head_of
     from resnet_tl.models.saving import load_keras_model
@@ -281,6 +283,7 @@ def _check_run(result, ds, epochs):
     assert np.mean(probs.argmax(1) == ds.y_val) == pytest.approx(result.metrics["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mix", [{"cutmix": 1.0}, {"mixup": 0.4}])
 def test_head_phase_with_cutmix_or_mixup_trains_on_live_images(tmp_path, mix):
     """Mixing happens on images, so the head phase trains live; on main CutMix
@@ -290,6 +293,7 @@ def test_head_phase_with_cutmix_or_mixup_trains_on_live_images(tmp_path, mix):
     _check_run(result, ds, 2)
 
 
+@pytest.mark.slow
 def test_augmented_feature_cache_views_train(tmp_path):
     result, ds = _two_phase(tmp_path, "views", {"flip": "horizontal"}, {"feature_cache_views": 2}, head_epochs=2)
     assert result.phases[0]["cached_features"] and result.phases[0]["feature_cache_views"] == 2
@@ -297,6 +301,7 @@ def test_augmented_feature_cache_views_train(tmp_path):
     _check_run(result, ds, 3)
 
 
+@pytest.mark.slow
 def test_adamw_label_smoothing_and_class_weights_train(tmp_path):
     ds = bars_dataset(n_per_class=8, n_val_per_class=4)
     keep = np.r_[np.flatnonzero(ds.y_train == 0), np.flatnonzero(ds.y_train == 1)[:3]]  # 8 vs 3 images
