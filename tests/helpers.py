@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout
 TESTS = ROOT / "tests"
 
 
+def error_lines(text: str) -> list[str]:
+    """The `error:` lines of a command's output: a user error must give exactly one."""
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
 @dataclass
 class ArrayDataset:
     """Stands in for resnet_tl.data.Dataset: uint8 pixels and int labels."""

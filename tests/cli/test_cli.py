@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, bars_folder
+from helpers import ROOT, bars_folder, error_lines
 from typer.testing import CliRunner
 
 from resnet_tl.cli import app
@@ -50,7 +50,7 @@ def test_user_errors_are_one_line_exit_2(args, needle):
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert "Traceback" not in result.output
-    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+    assert len(error_lines(result.output)) == 1
 
 
 def test_missing_data_folder_is_exit_2(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, bars_folder
+from helpers import ROOT, bars_folder, error_lines
 from images import make_class_folder
 from typer.testing import CliRunner
 
@@ -53,10 +53,6 @@ def _tiny_recipe(path: Path, cache: Path, epochs: int = 1) -> Path:
     return path
 
 
-def _error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error:")]
-
-
 # ------------------------------------------------------------------ item 10
 def test_version():
     from resnet_tl import __version__
@@ -68,7 +64,7 @@ def test_version():
 def test_set_without_equals_is_named_not_read_as_a_recipe():
     r = runner.invoke(app, ["train", "--set", "data.image_size", "32"])
     assert r.exit_code == 2
-    (line,) = _error_lines(r.output)
+    (line,) = error_lines(r.output)
     assert "--set 'data.image_size': received no '='" in line
     assert "'32' was read as the RECIPE argument" in line
     assert "not a shipped recipe" not in line
@@ -94,7 +90,7 @@ def test_a_folder_that_is_not_a_run_says_so(tmp_path):
     for args in (["evaluate", str(tmp_path / "photos")], ["predict", str(tmp_path / "photos"), str(tmp_path)]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2
-        (line,) = _error_lines(r.output)
+        (line,) = error_lines(r.output)
         assert "not a run folder (no model.keras)" in line, line
 
 
@@ -113,7 +109,7 @@ def test_weights_convert_backbone_error_suggests_its_own_flag(tmp_path):
     checkpoint = _zero_resnet18(tmp_path / "r18.safetensors")
     r = runner.invoke(app, ["weights", "convert", str(checkpoint), "--out", str(tmp_path / "x.keras"), "--backbone", "resnet34"])
     assert r.exit_code == 2
-    (line,) = _error_lines(r.output)
+    (line,) = error_lines(r.output)
     assert "--backbone: received 'resnet34'" in line and "allowed: --backbone resnet18" in line
     assert "--set" not in line
 
@@ -167,7 +163,7 @@ def test_missing_relative_data_dir_says_relative_to_the_current_folder(tmp_path,
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["train", "--set", "data.dir=photos", "--out", str(tmp_path / "runs")])
     assert r.exit_code == 2
-    (line,) = _error_lines(r.output)
+    (line,) = error_lines(r.output)
     assert f"data.dir 'photos' does not exist (relative to the current folder {tmp_path})" in line
 
 
@@ -224,7 +220,7 @@ def test_offline_weights_one_quick_line_and_no_run_folder(offline, shared_data, 
                             "--set", f"model.weights={weights}", "--set", f"model.backbone={backbone}"])
     assert r.exit_code == 2, r.output
     assert offline == [("HEAD", 3.0)]  # one request with a short timeout; the fixture fails any real download
-    (line,) = _error_lines(r.output)
+    (line,) = error_lines(r.output)
     assert needle in line and "--set model.weights=" in line
     assert "Retrying" not in r.output and "Traceback" not in r.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -236,7 +232,7 @@ def test_resume_takes_model_weights_and_only_that(shared_run, tmp_path):
     (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))
     refused = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.batch_size=8"])
     assert refused.exit_code == 2
-    assert "all but --set model.weights=PATH" in _error_lines(refused.output)[0]
+    assert "all but --set model.weights=PATH" in error_lines(refused.output)[0]
     weights = tmp_path / "backbone.weights.h5"
     weights.write_bytes(b"")  # never read: the checkpoint holds every weight
     r = runner.invoke(app, ["train", "--resume", str(run), "--set", f"model.weights={weights}", "--json"])
@@ -358,7 +354,7 @@ def test_predict_table_at_80_columns_folds_paths_and_names_the_auto_threshold(sh
     assert "for precision 0.5" in flat
     missing = runner.invoke(app, ["predict", str(shared_run), str(image), "--threshold", "auto"])
     assert missing.exit_code == 2
-    (line,) = _error_lines(missing.output)
+    (line,) = error_lines(missing.output)
     assert "--threshold auto: needs --min-precision P" in line and "None" not in line
 
 

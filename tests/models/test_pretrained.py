@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, error_lines
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
@@ -207,7 +207,7 @@ def test_hf_reference_offline_names_the_file_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     r = runner.invoke(app, ["weights", "convert", "hf://timm/resnet18.a1_in1k", "--out", str(tmp_path / "r18.keras")])
     assert r.exit_code == 2, r.output
-    lines = [line for line in r.output.splitlines() if line.startswith("error:")]
+    lines = error_lines(r.output)
     assert len(lines) == 1 and "Traceback" not in r.output, r.output
     assert "https://huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors" in lines[0]
     assert "--set model.weights=/path/to/model.safetensors" in lines[0]

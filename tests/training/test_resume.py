@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers import error_lines
 from resumekit import assert_equals_reference, data_and_recipe, epochs_in_checkpoint, history, run_cli
 
 from resnet_tl.errors import UserError
@@ -81,7 +82,7 @@ def test_resume_refuses_edited_recipe_and_complete_runs(setup, reference, tmp_pa
 
     def train_cli(*args):
         r = CliRunner().invoke(app, ["train", *args])
-        assert "Traceback" not in r.output and len([x for x in r.output.splitlines() if x.startswith("error:")]) == 1, r.output
+        assert "Traceback" not in r.output and len(error_lines(r.output)) == 1, r.output
         return r
 
     base, recipe = setup
